@@ -1,0 +1,436 @@
+"""The public Python API: `audit()` runs one model on several backends and compares each
+candidate with the reference, output by output and decision by decision.
+
+    result = modelparity.audit("model.onnx", ["openvino:cpu"], "x.npz", task="binary",
+                               labels="y.npy")
+    result.backend("openvino:cpu").flips.count
+
+Data flows one way: inputs -> backends (worker processes) -> accumulators -> findings -> result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelparity import __version__
+from modelparity.decisions import (
+    DecisionAccumulator,
+    DecisionHead,
+    Decided,
+    TaskConfig,
+    compute_metrics,
+    find_flips,
+    make_head,
+    metric_deltas,
+)
+from modelparity.errors import InputError, ModelParityError, SpecError
+from modelparity.inputs import InputSource, check_inputs, load_labels, open_inputs
+from modelparity.model import PreparedModel, prepare_model
+from modelparity.numerics import ErrorAccumulator
+from modelparity.result import FAILED, SKIPPED, AuditResult, BackendResult
+from modelparity.runner import BackendFailed, BackendWorker
+from modelparity.spec import BackendSpec, parse_spec
+from modelparity.spool import OutputSpool
+
+DEFAULT_REFERENCE = "ort:cpu"
+
+
+class Progress(Protocol):
+    """Receives progress as backends run (the CLI draws a bar from it)."""
+
+    def start(self, spec: str, total: int | None) -> None: ...
+    def advance(self, spec: str, rows: int) -> None: ...
+    def finish(self, spec: str, result: BackendResult) -> None: ...
+
+
+class _NoProgress:
+    def start(self, spec: str, total: int | None) -> None: ...
+    def advance(self, spec: str, rows: int) -> None: ...
+    def finish(self, spec: str, result: BackendResult) -> None: ...
+
+
+def _as_spec(value: str | BackendSpec) -> BackendSpec:
+    return value if isinstance(value, BackendSpec) else parse_spec(value)
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")
+
+
+def _as_task(task: str | TaskConfig, signature_outputs: list[str]) -> TaskConfig:
+    config = task if isinstance(task, TaskConfig) else TaskConfig(kind=task)
+    if config.output is None:
+        config = TaskConfig(**{**asdict(config), "output": signature_outputs[0]})
+    elif config.output not in signature_outputs:
+        raise InputError(f"--output {config.output}: not a model output "
+                         f"(outputs: {', '.join(signature_outputs)})")
+    return config
+
+
+def _environment() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "modelparity": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_flags": _cpu_flags(),
+        "logical_cpus": psutil.cpu_count(),
+    }
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU features that decide a runtime's default precision (BF16/FP16/AMX)."""
+    wanted = ("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile", "avx512f",
+              "avx2", "asimdhp", "bf16", "fphp")
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in wanted if flag in present]
+    return []
+
+
+def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
+             reference: BackendSpec) -> str:
+    """Identifies the reference run, so --resume never mixes results of different settings."""
+    stat = os.stat(model.onnx_path)
+    parts = [model.source, str(stat.st_size), str(int(stat.st_mtime)), repr(source),
+             str(batch_size), reference.text, __version__]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class _Comparison:
+    """Accumulates one candidate against the reference, batch by batch."""
+
+    def __init__(self, head: DecisionHead, output: str) -> None:
+        self.head = head
+        self.output = output
+        self.errors: dict[str, ErrorAccumulator] = {}
+        self.decisions = DecisionAccumulator()
+
+    def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+        if set(candidate) != set(reference):
+            raise BackendFailed("compare", "mismatch",
+                                f"outputs {sorted(candidate)} do not match the reference's "
+                                f"{sorted(reference)}")
+        for name, ref in reference.items():
+            cand = np.asarray(candidate[name])
+            if cand.shape != ref.shape:
+                raise BackendFailed("compare", "mismatch",
+                                    f"output '{name}' has shape {cand.shape}, the reference's "
+                                    f"is {ref.shape}")
+            if name not in self.errors:
+                self.errors[name] = ErrorAccumulator(ref.dtype)
+            self.errors[name].update(ref, cand)
+        self.decisions.update(self.head.decide(candidate[self.output]))
+
+
+def audit(
+    model: str | PreparedModel,
+    backends: Sequence[str | BackendSpec],
+    inputs: str | InputSource | None = None,
+    *,
+    task: str | TaskConfig = "binary",
+    labels: str | np.ndarray | None = None,
+    reference: str | BackendSpec = DEFAULT_REFERENCE,
+    batch_size: int = 256,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    timeout: float = 300.0,
+    warmup: int = 3,
+    out: str | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> AuditResult:
+    """Run `model` on the reference and every backend in `backends`, on the same inputs.
+
+    `inputs` is a file (.npz, .npy, .csv, .parquet), a directory of .npy/.npz shards, a
+    `module:function` entry point, an InputSource, or None for seeded synthetic inputs
+    (`samples`, `shapes`, `value_range`). `task` is a kind ("binary", "multiclass", "topk",
+    "multilabel", "regression", "custom") or a TaskConfig. With `out`, each backend's result is
+    written there as soon as it finishes, and `resume=True` reuses finished ones.
+    Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
+    result, not raised.
+    """
+    progress = progress or _NoProgress()
+    ref_spec = _as_spec(reference)
+    cand_specs: list[BackendSpec] = []
+    for value in backends:
+        spec = _as_spec(value)
+        if spec.text != ref_spec.text and spec.text not in {s.text for s in cand_specs}:
+            cand_specs.append(spec)
+    if not cand_specs:
+        raise SpecError("--backend: name at least one backend besides the reference "
+                        f"({ref_spec.text})")
+    if warmup < 0:
+        raise InputError(f"--warmup: expected an integer >= 0, got {warmup}")
+    if timeout <= 0:
+        raise InputError(f"--timeout: expected a positive number of seconds, got {timeout}")
+    if resume and not out:
+        raise InputError("--resume needs --out: the folder of the run to resume")
+
+    with contextlib.ExitStack() as stack:
+        workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
+        os.makedirs(workdir, exist_ok=True)
+        prepared = model if isinstance(model, PreparedModel) else prepare_model(model, workdir)
+        config = _as_task(task, prepared.signature.output_names)
+        head = make_head(config)
+        source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
+            inputs, prepared.signature, shapes=shapes, samples=samples, seed=seed,
+            value_range=value_range)
+        check_inputs(source, prepared.signature, batch_size)
+        label_values, label_name = _labels(labels)
+        if label_values is not None and source.num_samples is not None:
+            _check_label_count(label_values, source.num_samples, label_name)
+
+        key = _run_key(prepared, source, batch_size, config, ref_spec)
+        run = _Run(prepared, source, batch_size, timeout, warmup, workdir, key, progress,
+                   head, config, label_values, label_name)
+        ref_result, spool = run.reference(ref_spec, resume)
+        candidates = [run.candidate(spec, spool, ref_result, resume) for spec in cand_specs]
+
+        result = AuditResult(
+            model={
+                "source": prepared.source,
+                "onnx_path": prepared.onnx_path,
+                "exporter": prepared.exporter,
+                "inputs": [asdict(i) for i in prepared.signature.inputs],
+                "outputs": [asdict(o) for o in prepared.signature.outputs],
+            },
+            inputs={"source": source.describe(), "samples": run.samples,
+                    "batch_size": batch_size},
+            task=asdict(config),
+            labels=label_name,
+            reference=ref_result,
+            candidates=candidates,
+            environment=_environment(),
+        )
+        if out:
+            result.save(os.path.join(out, "report.json"))
+        return result
+
+
+def _labels(labels: str | np.ndarray | None) -> tuple[np.ndarray | None, str | None]:
+    if labels is None:
+        return None, None
+    if isinstance(labels, str):
+        return load_labels(labels), labels
+    return np.asarray(labels), "labels (array)"
+
+
+def _check_label_count(labels: np.ndarray, samples: int, name: str | None) -> None:
+    if len(labels) != samples:
+        raise InputError(f"{name}: expected {samples} labels (one per sample), got {len(labels)}")
+
+
+class _Run:
+    """The state one audit shares between its backends."""
+
+    def __init__(self, model: PreparedModel, source: InputSource, batch_size: int,
+                 timeout: float, warmup: int, workdir: str, key: str, progress: Progress,
+                 head: DecisionHead, task: TaskConfig, labels: np.ndarray | None,
+                 label_name: str | None) -> None:
+        self.model = model
+        self.source = source
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.warmup = warmup
+        self.workdir = workdir
+        self.key = key
+        self.progress = progress
+        self.head = head
+        self.task = task
+        self.labels = labels
+        self.label_name = label_name
+        self.samples = source.num_samples or 0
+        os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(workdir, "backends"), exist_ok=True)
+
+    def _worker(self, spec: BackendSpec) -> BackendWorker:
+        log = os.path.join(self.workdir, "logs", _slug(spec.text) + ".log")
+        return BackendWorker(spec, self.model, self.source, self.batch_size,
+                             timeout=self.timeout, warmup=self.warmup, log_path=log)
+
+    def _saved_path(self, spec: BackendSpec) -> str:
+        return os.path.join(self.workdir, "backends", _slug(spec.text) + ".json")
+
+    def _metrics(self, result: BackendResult) -> None:
+        if self.labels is not None and result.decided is not None:
+            _check_label_count(self.labels, len(result.decided), self.label_name)
+            result.metrics = compute_metrics(self.head, self.labels, result.decided)
+
+    # the reference -----------------------------------------------------------------------
+    def reference(self, spec: BackendSpec, resume: bool) -> tuple[BackendResult, OutputSpool]:
+        spool_dir = os.path.join(self.workdir, "reference")
+        saved = _load_saved(self._saved_path(spec), self.key) if resume else None
+        spool = OutputSpool.load(spool_dir, self.key) if saved else None
+        if saved is not None and spool is not None:
+            result = _restore(saved, "reference", os.path.join(self.workdir, "backends"))
+            self.samples = spool.total_rows
+            self._metrics(result)
+            self.progress.finish(spec.text, result)
+            return result, spool
+
+        spool = OutputSpool(spool_dir)
+        spool.begin(self.key)
+        result = BackendResult(spec=spec.text, role="reference")
+        worker = self._worker(spec)
+        decisions = DecisionAccumulator()
+        self.progress.start(spec.text, self.source.num_samples)
+        try:
+            worker.start()
+            result.description = worker.wait_ready()
+            for rows, outputs in worker.outputs():
+                spool.write({name: np.asarray(value) for name, value in outputs.items()})
+                decisions.update(self.head.decide(np.asarray(outputs[self.task.output])))
+                self.progress.advance(spec.text, rows)
+            spool.finish()
+        except BackendFailed as failure:
+            spool.abandon()
+            _mark_failed(result, failure)
+        except ModelParityError as exc:  # e.g. the task does not fit the model's output
+            spool.abandon()
+            worker.close()
+            raise type(exc)(str(exc)) from None
+        finally:
+            worker.close()
+        if result.ok:
+            result.description = worker.description
+            result.latency = worker.latency()
+            result.decided = decisions.result()
+            self.samples = spool.total_rows
+            self._metrics(result)
+            _save(result, self._saved_path(spec), self.key)
+        self.progress.finish(spec.text, result)
+        return result, spool
+
+    # each candidate ----------------------------------------------------------------------
+    def candidate(self, spec: BackendSpec, spool: OutputSpool, reference: BackendResult,
+                  resume: bool) -> BackendResult:
+        if not reference.ok:
+            result = BackendResult(spec=spec.text, role="candidate", status=SKIPPED,
+                                   error=f"not run: the reference {reference.spec} failed")
+            self.progress.finish(spec.text, result)
+            return result
+        saved = _load_saved(self._saved_path(spec), self.key) if resume else None
+        if saved is not None:
+            result = _restore(saved, "candidate", os.path.join(self.workdir, "backends"))
+            self._findings(result, reference)
+            self.progress.finish(spec.text, result)
+            return result
+
+        result = BackendResult(spec=spec.text, role="candidate")
+        comparison = _Comparison(self.head, self.task.output or "")
+        worker = self._worker(spec)
+        self.progress.start(spec.text, self.samples or None)
+        try:
+            worker.start()
+            result.description = worker.wait_ready()
+            reference_batches = spool.batches()
+            for rows, outputs in worker.outputs():
+                expected = next(reference_batches, None)
+                if expected is None:
+                    raise BackendFailed("compare", "mismatch",
+                                        "returned more batches than the reference")
+                comparison.update(expected, outputs)
+                self.progress.advance(spec.text, rows)
+            if next(reference_batches, None) is not None:
+                raise BackendFailed("compare", "mismatch", "returned fewer batches than the "
+                                    "reference")
+        except BackendFailed as failure:
+            _mark_failed(result, failure)
+        finally:
+            worker.close()
+        if result.ok:
+            result.description = worker.description
+            result.latency = worker.latency()
+            result.errors = {name: acc.result() for name, acc in comparison.errors.items()}
+            result.decided = comparison.decisions.result()
+            self._findings(result, reference)
+            _save(result, self._saved_path(spec), self.key)
+        self.progress.finish(spec.text, result)
+        return result
+
+    def _findings(self, result: BackendResult, reference: BackendResult) -> None:
+        assert reference.decided is not None and result.decided is not None
+        result.flips = find_flips(self.head, reference.decided, result.decided)
+        self._metrics(result)
+        if result.metrics is not None and reference.metrics is not None:
+            result.metric_deltas = metric_deltas(reference.metrics, result.metrics)
+
+
+def _mark_failed(result: BackendResult, failure: BackendFailed) -> None:
+    result.status = FAILED
+    result.error = failure.message
+    result.failure = {"stage": failure.stage, "kind": failure.kind}
+    if failure.detail:
+        result.failure["traceback"] = failure.detail
+
+
+# resume: finished backends are saved as JSON (summary) + NPZ (per-sample decisions) ---------
+def _save(result: BackendResult, path: str, key: str) -> None:
+    data = result.to_dict()
+    data["run_key"] = key
+    assert result.decided is not None
+    np.savez(path[:-5] + ".npz", decision=result.decided.decision, score=result.decided.score,
+             margin=result.decided.margin,
+             num_classes=np.array(-1 if result.decided.num_classes is None
+                                  else result.decided.num_classes))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+def _load_saved(path: str, key: str) -> dict[str, Any] | None:
+    if not os.path.exists(path) or not os.path.exists(path[:-5] + ".npz"):
+        return None
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if data.get("run_key") == key and data.get("status") == "ok" else None
+
+
+def _restore(data: dict[str, Any], role: str, folder: str) -> BackendResult:
+    from modelparity.numerics import ErrorStats
+    from modelparity.runner import Latency
+
+    path = os.path.join(folder, _slug(data["spec"]) + ".npz")
+    with np.load(path, allow_pickle=False) as arrays:
+        classes = int(arrays["num_classes"])
+        decided = Decided(arrays["decision"], arrays["score"], arrays["margin"],
+                          None if classes < 0 else classes)
+    result = BackendResult(spec=data["spec"], role=role, description=data["description"],
+                           decided=decided)
+    if data.get("latency"):
+        result.latency = Latency(**data["latency"])
+    result.errors = {name: ErrorStats.from_dict(stats)
+                     for name, stats in (data.get("errors") or {}).items()}
+    result.description["resumed"] = True
+    return result

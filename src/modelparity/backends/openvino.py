@@ -1,0 +1,128 @@
+"""The OpenVINO runtime: `openvino:<device>?<PROPERTY>=<value>&...`.
+
+Properties are passed to `compile_model` as given. After compiling, the precision the plugin
+actually chose is read back (`INFERENCE_PRECISION_HINT`): on CPUs with native BF16 it is bf16
+unless told otherwise, and a request for f16 may come back as something else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from modelparity.backends.base import Backend
+from modelparity.backends.options import first_line
+from modelparity.errors import BackendUnavailable, ModelError, SpecError
+from modelparity.model import PreparedModel
+from modelparity.spec import BackendSpec
+
+READ_BACK = ("INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT", "PERFORMANCE_HINT",
+             "INFERENCE_NUM_THREADS", "NUM_STREAMS")
+VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+
+
+def device_name(spec: BackendSpec) -> str:
+    return spec.target.upper()
+
+
+def precision_name(value: Any) -> str:
+    """OpenVINO element types print as `<Type: 'bfloat16'>`; keep the plain name."""
+    text = str(getattr(value, "get_type_name", lambda: value)())
+    return {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(text, text)
+
+
+class OpenVINOBackend(Backend):
+    def __init__(self, spec: BackendSpec) -> None:
+        super().__init__(spec)
+        self.device = device_name(spec)
+        self.compiled: Any = None
+        self.request: Any = None
+        self.core: Any = None
+
+    def activate_impl(self, model: PreparedModel) -> None:
+        import openvino as ov
+
+        self.core = ov.Core()
+        base = self.device.split(":")[0]
+        if base not in VIRTUAL_DEVICES and base not in self.core.available_devices:
+            raise BackendUnavailable(
+                f"{self.spec.text}: OpenVINO device {self.device} is not available here "
+                f"(available: {', '.join(self.core.available_devices)})"
+            )
+        try:
+            ov_model = self.core.read_model(model.onnx_path)
+        except Exception as exc:
+            raise ModelError(f"{self.spec.text}: OpenVINO could not read {model.onnx_path}: "
+                             f"{first_line(exc)}") from None
+        try:
+            self.compiled = self.core.compile_model(ov_model, self.device, dict(self.spec.options))
+        except Exception as exc:
+            message = first_line(exc)
+            if self.spec.options and any(k in str(exc) for k in self.spec.options):
+                raise SpecError(f"{self.spec.text}: OpenVINO rejected an option: {message}") from None
+            raise ModelError(f"{self.spec.text}: OpenVINO could not compile the model: {message}") from None
+        self.request = self.compiled.create_infer_request()
+        self.output_names = [out.get_any_name() for out in self.compiled.outputs]
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.request.infer(feed)
+        # The request reuses its output buffers: copy before the next batch overwrites them.
+        return {
+            name: np.array(self.request.get_output_tensor(i).data, copy=True)
+            for i, name in enumerate(self.output_names)
+        }
+
+    def describe_impl(self) -> dict[str, Any]:
+        import openvino as ov
+
+        info: dict[str, Any] = {
+            "runtime": "openvino",
+            "version": ov.get_version(),
+            "device": self.device,
+            "options": dict(self.spec.options),
+        }
+        if self.core is not None:
+            try:
+                info["device_name"] = self.core.get_property(self.device.split(":")[0],
+                                                             "FULL_DEVICE_NAME")
+            except Exception:  # virtual devices have no single name
+                pass
+        if self.compiled is not None:
+            properties = {}
+            for key in READ_BACK:
+                try:
+                    properties[key] = str(self.compiled.get_property(key))
+                except Exception:  # not every device reports every property
+                    continue
+            info["compiled_properties"] = properties
+            try:
+                chosen = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+                info["precision"] = {"reported": chosen, "source": "INFERENCE_PRECISION_HINT "
+                                     "read back from the compiled model"}
+            except Exception:
+                pass
+            info["runtime_precisions"] = self.runtime_precisions()
+        return info
+
+    def runtime_precisions(self) -> dict[str, int]:
+        """How many executed nodes ran at each precision, from the runtime model's own rt_info."""
+        try:
+            runtime_model = self.compiled.get_runtime_model()
+        except Exception:
+            return {}
+        counts: Counter[str] = Counter()
+        for op in runtime_model.get_ordered_ops():
+            info = op.get_rt_info()
+            if "runtimePrecision" in info:
+                counts[str(info["runtimePrecision"])] += 1
+        return dict(counts)
+
+    def deactivate_impl(self) -> None:
+        self.request = None
+        self.compiled = None
+
+
+def create(spec: BackendSpec) -> OpenVINOBackend:
+    return OpenVINOBackend(spec)

@@ -1,0 +1,65 @@
+"""Your own backend: `py:<module>:<factory>?<key>=<value>`.
+
+The factory is called with the spec's options as a dict of strings and returns an object with
+`activate(model)`, `infer(feed) -> dict of arrays`, and optionally `describe()` and
+`deactivate()`: the same protocol as the built-in backends (subclassing `Backend` is optional).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from modelparity.backends.base import Backend
+from modelparity.errors import SpecError
+from modelparity.model import PreparedModel
+from modelparity.spec import BackendSpec
+
+
+def load_entry_point(entry: str, what: str) -> Any:
+    """Import `module:attribute`, looking in the current directory too."""
+    module_name, _, attribute = entry.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(f"{what}: cannot import module '{module_name}' ({exc})") from None
+    if not hasattr(module, attribute):
+        raise SpecError(f"{what}: module '{module_name}' has no attribute '{attribute}'")
+    return getattr(module, attribute)
+
+
+class PythonBackend(Backend):
+    def __init__(self, spec: BackendSpec) -> None:
+        super().__init__(spec)
+        factory = load_entry_point(spec.target, spec.text)
+        self.user = factory(dict(spec.options))
+        for method in ("activate", "infer"):
+            if not callable(getattr(self.user, method, None)):
+                raise SpecError(f"{spec.text}: the factory's object has no {method}() method")
+
+    def activate_impl(self, model: PreparedModel) -> None:
+        self.user.activate(model)
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: np.asarray(value) for name, value in self.user.infer(feed).items()}
+
+    def describe_impl(self) -> dict[str, Any]:
+        describe = getattr(self.user, "describe", None)
+        info = dict(describe()) if callable(describe) else {}
+        return {"runtime": "python", "entry_point": self.spec.target,
+                "options": dict(self.spec.options), **info}
+
+    def deactivate_impl(self) -> None:
+        deactivate = getattr(self.user, "deactivate", None)
+        if callable(deactivate):
+            deactivate()
+
+
+def create(spec: BackendSpec) -> PythonBackend:
+    return PythonBackend(spec)

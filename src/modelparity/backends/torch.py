@@ -1,0 +1,233 @@
+"""PyTorch eager backend: `torch:cpu|cuda|mps?matmul_precision=high&allow_tf32=0&threads=4`.
+
+It runs the very module the ONNX file was exported from (`PreparedModel.torch_source`): a
+`module:factory` rebuilt by its factory with the saved safetensors weights loaded strictly, or
+the `torch.export` program (.pt2). Importing this module is cheap: torch is imported only when a
+backend is created, which happens in a worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from modelparity.backends.base import Backend
+from modelparity.errors import BackendUnavailable, ModelError, SpecError
+from modelparity.model import PreparedModel
+from modelparity.spec import BackendSpec
+
+DEVICES = ("cpu", "cuda", "mps")
+OPTIONS = {
+    "matmul_precision": "highest|high|medium (torch.set_float32_matmul_precision)",
+    "allow_tf32": "0|1 (torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32)",
+    "threads": "a positive integer (torch.set_num_threads)",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_options(spec: BackendSpec) -> dict[str, Any]:
+    known = ", ".join(f"{k}={v}" for k, v in OPTIONS.items())
+    parsed: dict[str, Any] = {}
+    for key, value in spec.options.items():
+        if key not in OPTIONS:
+            raise SpecError(f"backend '{spec.text}': unknown option '{key}' (known: {known})")
+        text = value.strip().lower()
+        if key == "matmul_precision":
+            if text not in ("highest", "high", "medium"):
+                raise SpecError(
+                    f"backend '{spec.text}': matmul_precision='{value}' "
+                    "(expected highest, high or medium)"
+                )
+            parsed[key] = text
+        elif key == "allow_tf32":
+            if text not in _TRUE | _FALSE:
+                raise SpecError(f"backend '{spec.text}': allow_tf32='{value}' (expected 0 or 1)")
+            parsed[key] = text in _TRUE
+        elif key == "threads":
+            try:
+                threads = int(text)
+            except ValueError:
+                threads = 0
+            if threads < 1:
+                raise SpecError(
+                    f"backend '{spec.text}': threads='{value}' (expected a positive integer)"
+                )
+            parsed[key] = threads
+    return parsed
+
+
+def _getattr_path(root: Any, path: str) -> Any:
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+class TorchBackend(Backend):
+    known_options = frozenset(OPTIONS)
+
+    def __init__(self, spec: BackendSpec) -> None:
+        super().__init__(spec)
+        if spec.target not in DEVICES:
+            raise SpecError(
+                f"backend '{spec.text}': unknown device '{spec.target}' "
+                f"(expected one of: {', '.join(DEVICES)})"
+            )
+        self.options = _parse_options(spec)
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable(
+                f"{spec.text}: PyTorch is not installed: pip install 'modelparity[torch]'"
+            ) from None
+        self._torch = torch
+        self.device = spec.target
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"{spec.text}: CUDA is not available here (torch {torch.__version__})"
+            )
+        if self.device == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise BackendUnavailable(
+                    f"{spec.text}: MPS is not available here (torch {torch.__version__}; "
+                    "MPS needs macOS on Apple silicon)"
+                )
+        self.module: Any = None
+        self.input_names: tuple[str, ...] = ()
+        self.output_names: tuple[str, ...] = ()
+        self._param_dtype: str | None = None
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def _apply_options(self) -> None:
+        torch = self._torch
+        if "matmul_precision" in self.options:
+            torch.set_float32_matmul_precision(self.options["matmul_precision"])
+        if "allow_tf32" in self.options:
+            torch.backends.cuda.matmul.allow_tf32 = self.options["allow_tf32"]
+            torch.backends.cudnn.allow_tf32 = self.options["allow_tf32"]
+        if "threads" in self.options:
+            torch.set_num_threads(self.options["threads"])
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def activate_impl(self, model: PreparedModel) -> None:
+        torch = self._torch
+        source = model.torch_source
+        if source is None:
+            raise BackendUnavailable(
+                f"{self.spec.text} needs a PyTorch model (module:factory or .pt2); "
+                f"{model.source} is an ONNX file"
+            )
+        self._apply_options()
+        if source.kind == "factory":
+            from safetensors.torch import load_file
+
+            from modelparity.model import load_factory
+
+            module, _ = load_factory(source.entry)
+            if source.weights is None:
+                raise ModelError(f"{source.entry}: no saved weights to load")
+            try:
+                module.load_state_dict(load_file(source.weights), strict=True)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ModelError(
+                    f"{source.entry}: the saved weights {source.weights} do not fit the module "
+                    f"the factory builds now ({type(exc).__name__}: {first})"
+                ) from None
+        elif source.kind == "exported_program":
+            # torch.export.load unpickles parts of the file: .pt2 files are trusted input
+            # (see modelparity.model._export_program)
+            module = torch.export.load(source.entry).module()
+        else:
+            raise ModelError(f"{model.source}: unknown torch source kind '{source.kind}'")
+        module = module.to(self.device)
+        if hasattr(module, "eval"):
+            # an ExportedProgram's module() rejects eval()/train() in some torch versions;
+            # it was exported in eval mode already
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                module.eval()
+        self.module = module
+        self.input_names = tuple(source.input_names)
+        self.output_names = tuple(source.output_names)
+        params = list(module.parameters()) if hasattr(module, "parameters") else []
+        self._param_dtype = str(params[0].dtype).replace("torch.", "") if params else None
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        from torch.utils import _pytree
+
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise KeyError(f"{self.spec.text}: inputs missing from the feed: {missing}")
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device)
+            for n in self.input_names
+        ]
+        with torch.inference_mode():
+            out = self.module(*args)
+        leaves = [out] if isinstance(out, torch.Tensor) else _pytree.tree_leaves(out)
+        if len(leaves) != len(self.output_names):
+            raise RuntimeError(
+                f"{self.spec.text}: the module returned {len(leaves)} outputs, "
+                f"expected {len(self.output_names)} ({', '.join(self.output_names)})"
+            )
+        return {
+            name: (t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t))
+            for name, t in zip(self.output_names, leaves, strict=True)
+        }
+
+    def describe_impl(self) -> dict[str, Any]:
+        torch = self._torch
+        precision: dict[str, Any] = {
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        }
+        # torch 2.9+ fp32_precision settings ("ieee", "tf32", "none"), where they exist
+        for key, path in (
+            ("fp32_precision", "backends.fp32_precision"),
+            ("cuda_matmul_fp32_precision", "backends.cuda.matmul.fp32_precision"),
+            ("cudnn_fp32_precision", "backends.cudnn.fp32_precision"),
+            ("cudnn_conv_fp32_precision", "backends.cudnn.conv.fp32_precision"),
+            ("cudnn_rnn_fp32_precision", "backends.cudnn.rnn.fp32_precision"),
+            ("mkldnn_matmul_fp32_precision", "backends.mkldnn.matmul.fp32_precision"),
+        ):
+            try:
+                value = _getattr_path(torch, path)
+            except Exception:  # some settings raise when read in a mixed legacy/new state
+                value = None
+            if isinstance(value, str):
+                precision[key] = value
+        precision["inference_precision"] = {"float32": "fp32", "float16": "fp16"}.get(
+            self._param_dtype or "", self._param_dtype or "fp32"
+        )
+        info: dict[str, Any] = {
+            "runtime": "torch",
+            "version": torch.__version__,
+            "device": self.device,
+            "options": dict(self.spec.options),
+            "precision": precision,
+            "threads": torch.get_num_threads(),
+        }
+        if self.device == "cuda":
+            info["device_name"] = torch.cuda.get_device_name()
+            info["cuda_version"] = torch.version.cuda
+            info["cudnn_version"] = torch.backends.cudnn.version()
+        return info
+
+    def deactivate_impl(self) -> None:
+        self.module = None
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
+
+
+def create(spec: BackendSpec) -> TorchBackend:
+    return TorchBackend(spec)

@@ -1,0 +1,196 @@
+"""The command line: a thin layer that parses options, calls the API and renders the result.
+
+Exit codes: 0 when every backend ran, 2 on an error (bad input, or a backend that failed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from modelparity import __version__
+from modelparity.errors import ModelParityError
+
+app = typer.Typer(
+    help="Run one ML model on several runtimes and show where outputs and decisions differ.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+EXIT_OK, EXIT_ERROR = 0, 2
+
+
+class BarProgress:
+    """Draws one progress bar per backend while the audit runs."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def start(self, spec: str, total: int | None) -> None:
+        self.tasks[spec] = self.progress.add_task(spec, total=total)
+
+    def advance(self, spec: str, rows: int) -> None:
+        self.progress.advance(self.tasks[spec], rows)
+
+    def finish(self, spec: str, result: object) -> None:
+        if spec in self.tasks:
+            task = self.tasks[spec]
+            self.progress.update(task, total=self.progress.tasks[task].completed)
+
+
+def fail(message: str, debug: bool) -> typer.Exit:
+    if debug:
+        err_console.print(traceback.format_exc())
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ModelParityError(f"--value-range {text}: expected two numbers LOW,HIGH "
+                               "such as -1,1") from None
+    if not low < high:
+        raise ModelParityError(f"--value-range {text}: LOW must be below HIGH")
+    return low, high
+
+
+def parse_threshold(text: str) -> float | tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ModelParityError(f"--threshold {text}: expected a number, or one per class "
+                               "separated by commas") from None
+    return values[0] if len(values) == 1 else values
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(
+        help="The model: an ONNX file, a torch.export program (.pt2), or a PyTorch "
+             "'module:factory' entry point (exported to ONNX for the ONNX backends).")],
+    backend: Annotated[list[str], typer.Option(
+        "--backend", "-b",
+        help="A backend to compare against the reference; repeat for several. Spec syntax: "
+             "ort:<provider>?opt=val, openvino:<device>?PROPERTY=val, torch:<device>, "
+             "py:module:factory.")],
+    reference: Annotated[str, typer.Option(help="The backend every other is compared to.")]
+        = "ort:cpu",
+    data: Annotated[str | None, typer.Option(
+        "--data", "-d",
+        help="Inputs: .npz (keys = input names), .npy (one input), a folder of .npy/.npz "
+             "shards, .csv/.parquet (tabular), or 'module:function' yielding dicts of arrays. "
+             "Omit for seeded synthetic inputs.")] = None,
+    shape: Annotated[list[str] | None, typer.Option(
+        help="Set an input's dynamic dimensions for synthetic data, e.g. x:1x3x224x224 "
+             "(the first dimension is the batch and is ignored).")] = None,
+    samples: Annotated[int, typer.Option(help="How many synthetic samples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed for synthetic inputs.")] = 0,
+    value_range: Annotated[str, typer.Option(
+        help="LOW,HIGH of synthetic input values.")] = "-1,1",
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 256,
+    task: Annotated[str, typer.Option(
+        help="What the model decides: binary (score > threshold), multiclass (argmax), topk, "
+             "multilabel (per-class thresholds), regression (tolerance), custom.")] = "binary",
+    output: Annotated[str | None, typer.Option(
+        help="The output the decision is made on (default: the first output).")] = None,
+    threshold: Annotated[str, typer.Option(
+        help="binary: the threshold; multilabel: one, or one per class separated by commas.")]
+        = "0.5",
+    logits: Annotated[bool, typer.Option(
+        help="binary/multilabel: the output is a logit; a sigmoid gives the probability.")]
+        = False,
+    k: Annotated[int, typer.Option(help="topk: how many top classes make the decision.")] = 5,
+    atol: Annotated[float, typer.Option(help="regression: absolute tolerance.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(help="regression: relative tolerance.")] = 1e-3,
+    custom: Annotated[str | None, typer.Option(
+        help="custom: 'module:function' mapping an output array to per-sample decisions.")]
+        = None,
+    labels: Annotated[str | None, typer.Option(
+        help="True labels (.npy or .csv), one per sample: adds confusion matrices and "
+             "metrics per backend.")] = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds one step of a backend (loading the model, or one batch) may take "
+             "before it is stopped and reported as failed.")] = 300.0,
+    warmup: Annotated[int, typer.Option(
+        help="Untimed runs of the first batch before latency is measured.")] = 3,
+    out: Annotated[str | None, typer.Option(
+        help="Folder for report.json, per-backend results (written as each finishes) and "
+             "worker logs.")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Reuse the backends already finished in --out instead of running them again.")]
+        = False,
+    show_flips: Annotated[int, typer.Option(help="How many flipped samples to list per "
+                                                 "backend in the terminal.")] = 10,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Run MODEL on the reference and each --backend with the same inputs, and compare:
+    output errors, flipped decisions, metric changes (with --labels) and latency."""
+    from modelparity.api import audit
+    from modelparity.decisions import TaskConfig
+    from modelparity.inputs import parse_shape
+    from modelparity.report.terminal import render
+
+    try:
+        shapes = dict(parse_shape(text) for text in shape or [])
+        config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
+                            logits=logits, k=k, atol=atol, rtol=rtol, custom=custom)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            result = audit(
+                model, backend, data, task=config, labels=labels, reference=reference,
+                batch_size=batch_size, shapes=shapes, samples=samples, seed=seed,
+                value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
+                out=out, resume=resume, progress=BarProgress(bar),
+            )
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    render(result, console, show_flips=show_flips)
+    if out:
+        console.print(f"report: {os.path.join(out, 'report.json')}")
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's models, data and reports.")]
+        = Path("modelparity-demo"),
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Build two small models in code, run them on ONNX Runtime, PyTorch and OpenVINO (default
+    settings and FP32-pinned), and show which decisions flip. Downloads nothing."""
+    from modelparity.demo import run_demo
+
+    try:
+        code = run_demo(str(out), console)
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of modelparity and of the runtimes installed here."""
+    from importlib import metadata
+
+    console.print(f"modelparity {__version__}")
+    for package in ("onnxruntime", "openvino", "torch", "onnx", "numpy"):
+        try:
+            console.print(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            console.print(f"{package} not installed")
+
+
+def main() -> None:
+    sys.exit(app())

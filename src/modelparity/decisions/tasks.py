@@ -1,0 +1,368 @@
+"""Task-aware decisions: turn a model output into per-sample decisions, scores and margins.
+
+A precision change matters when it changes what the model *decides*, so each task kind has a
+head that knows its decision rule, the score the decision rests on, and the margin to the
+decision boundary (how close a sample was to flipping). Pure NumPy; no runtime, no I/O.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelparity.errors import InputError
+
+KINDS = ("binary", "multiclass", "topk", "multilabel", "regression", "custom")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What decision the model makes, and the parameters of its decision rule."""
+
+    kind: str
+    output: str | None = None
+    threshold: float | tuple[float, ...] = 0.5
+    logits: bool = False
+    k: int = 5
+    atol: float = 1e-5
+    rtol: float = 1e-3
+    custom: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"task: unknown kind {self.kind!r}; valid kinds: {', '.join(KINDS)}")
+        threshold = self.threshold
+        if isinstance(threshold, (list, tuple, np.ndarray)):
+            threshold = tuple(float(t) for t in np.asarray(threshold, dtype=np.float64).ravel())
+            if self.kind != "multilabel":
+                raise InputError(
+                    f"task: one threshold per class is only for multilabel, not {self.kind}"
+                )
+            if not threshold:
+                raise InputError("task: threshold list is empty")
+        else:
+            threshold = float(threshold)
+        object.__setattr__(self, "threshold", threshold)
+        values = threshold if isinstance(threshold, tuple) else (threshold,)
+        if any(math.isnan(t) for t in values):
+            raise InputError("task: threshold is NaN")
+        if self.logits and any(not 0.0 < t < 1.0 for t in values):
+            raise InputError("task: with logits the threshold must be a probability in (0, 1)")
+        if self.kind == "topk" and self.k < 1:
+            raise InputError(f"task: k must be >= 1, got {self.k}")
+        if self.atol < 0 or self.rtol < 0:
+            raise InputError("task: atol and rtol must be >= 0")
+        if self.kind == "custom" and (not self.custom or ":" not in self.custom):
+            raise InputError("task: kind 'custom' needs custom='module:function'")
+
+
+@dataclass
+class Decided:
+    """Per-sample decisions, scores and margins for one batch or a whole run.
+
+    `num_classes` is the width of the output the decision was made on (classification kinds),
+    so that metrics can lay out the confusion matrix without seeing the raw output.
+    """
+
+    decision: np.ndarray
+    score: np.ndarray
+    margin: np.ndarray
+    num_classes: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.decision.shape[0])
+
+    @staticmethod
+    def concat(parts: list[Decided]) -> Decided:
+        """Join batches in order; an empty list gives an empty result."""
+        if not parts:
+            empty = np.zeros(0, dtype=np.float64)
+            return Decided(np.zeros(0, dtype=np.int64), empty, empty.copy())
+        sizes = {p.num_classes for p in parts if p.num_classes is not None}
+        return Decided(
+            decision=np.concatenate([p.decision for p in parts], axis=0),
+            score=np.concatenate([p.score for p in parts]),
+            margin=np.concatenate([p.margin for p in parts]),
+            num_classes=max(sizes) if sizes else None,
+        )
+
+
+def _logit(p: float | np.ndarray) -> float | np.ndarray:
+    return np.log(p) - np.log1p(-np.asarray(p))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _nan(n: int) -> np.ndarray:
+    return np.full(n, np.nan, dtype=np.float64)
+
+
+class DecisionHead:
+    """Decision rule for one task kind. Subclasses implement `decide`; `flipped` compares."""
+
+    def __init__(self, task: TaskConfig) -> None:
+        self.task = task
+
+    def decide(self, output: np.ndarray) -> Decided:
+        """Decide for each sample (first axis = samples)."""
+        raise NotImplementedError
+
+    def flipped(self, reference: Decided, candidate: Decided) -> np.ndarray:
+        """Bool mask (n,): the candidate's decision differs anywhere in the sample."""
+        _check_same_length(reference, candidate)
+        n = len(reference)
+        r = reference.decision.reshape(n, -1)
+        c = candidate.decision.reshape(n, -1)
+        if r.shape != c.shape:
+            return np.ones(n, dtype=bool)
+        return np.any(r != c, axis=1)
+
+    def _as_array(self, output: np.ndarray, min_ndim: int = 1) -> np.ndarray:
+        out = np.asarray(output)
+        if out.ndim < min_ndim:
+            want = "(n,)" if min_ndim == 1 else "(n, C)"
+            raise InputError(
+                f"{self.task.kind} task: expected output of shape {want}, got {out.shape}"
+            )
+        return out
+
+
+def _check_same_length(reference: Decided, candidate: Decided) -> None:
+    if len(reference) != len(candidate):
+        raise ValueError(f"reference has {len(reference)} samples, candidate has {len(candidate)}")
+
+
+class BinaryHead(DecisionHead):
+    """score > threshold (strict); with logits the raw output is compared to logit(threshold)."""
+
+    def _raw(self, output: np.ndarray) -> np.ndarray:
+        out = np.asarray(output)
+        if out.ndim == 1:
+            return out.astype(np.float64)
+        if out.ndim == 2 and out.shape[1] == 1:
+            return out[:, 0].astype(np.float64)
+        if out.ndim == 2 and out.shape[1] == 2:
+            if self.task.logits:
+                # Two-class softmax: p1 = sigmoid(z1 - z0).
+                return out[:, 1].astype(np.float64) - out[:, 0].astype(np.float64)
+            return out[:, 1].astype(np.float64)
+        raise InputError(
+            f"binary task: expected output of shape (n,), (n, 1) or (n, 2), got {out.shape}"
+        )
+
+    def decide(self, output: np.ndarray) -> Decided:
+        raw = self._raw(output)
+        t = float(self.task.threshold)  # type: ignore[arg-type]
+        if self.task.logits:
+            decision = raw > float(_logit(t))
+            score = _sigmoid(raw)
+        else:
+            decision = raw > t
+            score = raw
+        return Decided(decision.astype(np.int64), score, np.abs(score - t), num_classes=2)
+
+
+class MulticlassHead(DecisionHead):
+    """argmax over classes; margin = top-1 minus top-2 value."""
+
+    def decide(self, output: np.ndarray) -> Decided:
+        out = np.asarray(output)
+        if out.ndim != 2 or out.shape[1] < 2:
+            raise InputError(
+                f"multiclass task: expected output of shape (n, C>=2), got {out.shape}"
+            )
+        n, num = out.shape
+        x = out.astype(np.float64)
+        decision = np.argmax(x, axis=1).astype(np.int64)
+        if n == 0:
+            return Decided(decision, _nan(0), _nan(0), num_classes=num)
+        top2 = np.partition(x, num - 2, axis=1)[:, -2:]
+        score = top2[:, 1]
+        return Decided(decision, score, score - top2[:, 0], num_classes=num)
+
+
+class TopKHead(DecisionHead):
+    """The k highest classes, best first; a flip is a change of the top-k *set*."""
+
+    def decide(self, output: np.ndarray) -> Decided:
+        out = np.asarray(output)
+        k = self.task.k
+        if out.ndim != 2:
+            raise InputError(f"topk task: expected output of shape (n, C), got {out.shape}")
+        n, num = out.shape
+        if k >= num:
+            raise InputError(f"topk task: k must be < C, got k={k} and C={num}")
+        x = out.astype(np.float64)
+        if n == 0:
+            return Decided(np.zeros((0, k), np.int64), _nan(0), _nan(0), num_classes=num)
+        # The k+1 largest, in any order, then sorted descending.
+        part = np.argpartition(-x, k, axis=1)[:, : k + 1]
+        vals = np.take_along_axis(x, part, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        part = np.take_along_axis(part, order, axis=1)
+        vals = np.take_along_axis(vals, order, axis=1)
+        return Decided(
+            part[:, :k].astype(np.int64),
+            vals[:, k - 1],
+            vals[:, k - 1] - vals[:, k],
+            num_classes=num,
+        )
+
+    def flipped(self, reference: Decided, candidate: Decided) -> np.ndarray:
+        _check_same_length(reference, candidate)
+        r = np.sort(reference.decision, axis=1)
+        c = np.sort(candidate.decision, axis=1)
+        if r.shape != c.shape:
+            return np.ones(len(reference), dtype=bool)
+        return np.any(r != c, axis=1)
+
+
+class MultilabelHead(DecisionHead):
+    """Per class score > threshold; margin = distance of the closest class to its threshold."""
+
+    def decide(self, output: np.ndarray) -> Decided:
+        out = np.asarray(output)
+        if out.ndim != 2:
+            raise InputError(f"multilabel task: expected output of shape (n, C), got {out.shape}")
+        n, num = out.shape
+        t = np.asarray(self.task.threshold, dtype=np.float64)
+        if t.ndim == 1 and t.size != num:
+            raise InputError(
+                f"multilabel task: expected 1 or {num} thresholds (one per class), got {t.size}"
+            )
+        raw = out.astype(np.float64)
+        if self.task.logits:
+            decision = raw > _logit(t)
+            scores = _sigmoid(raw)
+        else:
+            decision = raw > t
+            scores = raw
+        if n == 0 or num == 0:
+            return Decided(decision.astype(np.int64), _nan(n), _nan(n), num_classes=num)
+        dist = np.abs(scores - t)
+        nearest = np.argmin(dist, axis=1)
+        rows = np.arange(n)
+        return Decided(
+            decision.astype(np.int64), scores[rows, nearest], dist[rows, nearest], num_classes=num
+        )
+
+
+class RegressionHead(DecisionHead):
+    """The values themselves; a flip is |c - r| > atol + rtol*|r| anywhere in the sample."""
+
+    def decide(self, output: np.ndarray) -> Decided:
+        out = self._as_array(output)
+        n = out.shape[0]
+        values = out.astype(np.float64)
+        if values.ndim > 2:
+            values = values.reshape(n, -1)
+        score = values.copy() if values.ndim == 1 else _nan(n)
+        return Decided(values, score, _nan(n))
+
+    def flipped(self, reference: Decided, candidate: Decided) -> np.ndarray:
+        _check_same_length(reference, candidate)
+        n = len(reference)
+        r = reference.decision.reshape(n, -1).astype(np.float64)
+        c = candidate.decision.reshape(n, -1).astype(np.float64)
+        if r.shape != c.shape:
+            return np.ones(n, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            close = np.abs(c - r) <= self.task.atol + self.task.rtol * np.abs(r)
+        # Identical values (same Inf) and NaN on both sides are agreement, not a flip.
+        close |= (r == c) | (np.isnan(r) & np.isnan(c))
+        return ~np.all(close, axis=1)
+
+
+def load_entry_point(spec: str, what: str = "custom task") -> Callable:
+    """Import `module:function` (dotted attributes allowed), with the working directory on the
+    path so a user's local module is found."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"{what}: expected 'module:function', got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(
+            f"{what}: cannot import module {module_name!r} for {spec!r}: {exc}"
+        ) from exc
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise InputError(f"{what}: module {module_name!r} has no {attr!r} for {spec!r}") from exc
+    if not callable(obj):
+        raise InputError(f"{what}: {spec!r} is not callable")
+    return obj
+
+
+class CustomHead(DecisionHead):
+    """A user function: output -> decisions (n,) or (decisions, scores)."""
+
+    def __init__(self, task: TaskConfig) -> None:
+        super().__init__(task)
+        self.fn: Callable = load_entry_point(str(task.custom))
+
+    def decide(self, output: np.ndarray) -> Decided:
+        out = np.asarray(output)
+        n = out.shape[0] if out.ndim else 0
+        result = self.fn(out)
+        if isinstance(result, tuple):
+            if len(result) != 2:
+                raise InputError(
+                    f"custom task: {self.task.custom} must return decisions or (decisions, scores)"
+                )
+            decision, score = np.asarray(result[0]), np.asarray(result[1], dtype=np.float64)
+        else:
+            decision, score = np.asarray(result), _nan(n)
+        name = self.task.custom
+        if decision.ndim == 0 or decision.shape[0] != n:
+            raise InputError(
+                f"custom task: {name} returned decisions of shape {decision.shape} for {n} samples"
+            )
+        if score.shape != (n,):
+            raise InputError(
+                f"custom task: {name} returned scores of shape {score.shape}, expected ({n},)"
+            )
+        return Decided(decision, score, _nan(n))
+
+
+_HEADS: dict[str, type[DecisionHead]] = {
+    "binary": BinaryHead,
+    "multiclass": MulticlassHead,
+    "topk": TopKHead,
+    "multilabel": MultilabelHead,
+    "regression": RegressionHead,
+    "custom": CustomHead,
+}
+
+
+def make_head(task: TaskConfig) -> DecisionHead:
+    """The decision head for a task (a custom entry point is imported now, so errors come early)."""
+    return _HEADS[task.kind](task)
+
+
+class DecisionAccumulator:
+    """Collects per-batch `Decided` results; `result()` concatenates them in order."""
+
+    def __init__(self) -> None:
+        self._parts: list[Decided] = []
+
+    def update(self, decided: Decided) -> None:
+        self._parts.append(decided)
+
+    def result(self) -> Decided:
+        joined = Decided.concat(self._parts)
+        self._parts = [joined]  # keep one array, not many small ones
+        return joined

@@ -1,0 +1,31 @@
+"""Model inputs: synthetic, .npz/.npy (files or shard directories), CSV/Parquet, or user code.
+
+Every source is a picklable frozen dataclass whose `batches(batch_size)` yields the same
+`dict[str, np.ndarray]` batches (model input names, model dtypes) on every call, reading the
+data in chunks so memory does not grow with the data set. No ML runtime is imported here.
+"""
+
+from modelparity.inputs.arrays import DirectorySource, NpySource, NpzSource
+from modelparity.inputs.base import InputSource, check_inputs, conform_batch, rebatch
+from modelparity.inputs.entrypoint import EntryPointSource
+from modelparity.inputs.labels import load_labels
+from modelparity.inputs.sources import open_inputs
+from modelparity.inputs.synthetic import SyntheticSource, parse_shape
+from modelparity.inputs.tabular import CsvSource, ParquetSource
+
+__all__ = [
+    "CsvSource",
+    "DirectorySource",
+    "EntryPointSource",
+    "InputSource",
+    "NpySource",
+    "NpzSource",
+    "ParquetSource",
+    "SyntheticSource",
+    "check_inputs",
+    "conform_batch",
+    "load_labels",
+    "open_inputs",
+    "parse_shape",
+    "rebatch",
+]

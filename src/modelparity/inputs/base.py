@@ -1,0 +1,225 @@
+"""What every input source shares: the protocol, the dtype/shape contract, and re-batching.
+
+Sources yield chunks of any size; `rebatch` turns them into exact `batch_size` batches so each
+source only has to know how to read its format. `conform_batch` is the single place that decides
+which arrays a model input accepts, so every source reports mismatches in the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from modelparity.errors import InputError
+from modelparity.signature import Signature, TensorInfo
+
+Batch = dict[str, np.ndarray]
+
+
+@runtime_checkable
+class InputSource(Protocol):
+    """A re-iterable, picklable stream of input batches (the same batches on every call)."""
+
+    def batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+    @property
+    def num_samples(self) -> int | None: ...
+
+    def describe(self) -> str: ...
+
+
+def one_line(exc: BaseException) -> str:
+    """A library exception as one short line, so our messages stay one line."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def dims_text(shape: tuple[object, ...]) -> str:
+    return " x ".join("?" if d is None else str(d) for d in shape) or "scalar"
+
+
+def input_text(info: TensorInfo) -> str:
+    """`x float32 [batch x 30]`: how the model's inputs are shown in messages."""
+    return f"{info.name} {info.dtype} [{dims_text(info.shape)}]"
+
+
+def takes_text(signature: Signature) -> str:
+    return "the model takes: " + ", ".join(input_text(i) for i in signature.inputs)
+
+
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"--batch-size: expected a positive integer, got {batch_size!r}")
+
+
+def check_names(names: Iterable[str], signature: Signature, where: str) -> None:
+    """Unknown and missing input names, named against the model's inputs."""
+    names = list(names)
+    expected = signature.input_names
+    for name in names:
+        if name not in expected:
+            raise InputError(
+                f"{where}: input '{name}' is not a model input ({takes_text(signature)})"
+            )
+    for name in expected:
+        if name not in names:
+            raise InputError(f"{where}: missing input '{name}' ({takes_text(signature)})")
+
+
+def check_meta(
+    name: str, dtype: np.dtype, shape: tuple[int, ...], info: TensorInfo, where: str
+) -> np.dtype:
+    """Check an array's dtype and shape (dim 0 = samples) against a model input.
+
+    Returns the dtype to cast to. Works from metadata alone, so .npy/.npz headers can be
+    checked before any data is read.
+    """
+    dtype = np.dtype(dtype)
+    target = info.np_dtype
+    what = f"{where}: input '{name}'"
+    if len(shape) != len(info.shape):
+        raise InputError(
+            f"{what} has shape [{dims_text(shape)}] (rank {len(shape)}), expected rank "
+            f"{len(info.shape)} ({input_text(info)})"
+        )
+    for axis in range(1, len(shape)):
+        want = info.shape[axis]
+        if isinstance(want, int) and shape[axis] != want:
+            raise InputError(
+                f"{what} has shape [{dims_text(shape)}], expected dimension {axis} to be {want} "
+                f"({input_text(info)})"
+            )
+    if dtype == target:
+        return target
+    kind, tkind = dtype.kind, target.kind
+    if dtype.hasobject or kind in "OSUVMmc" or tkind in "OSUVMmc":
+        raise InputError(
+            f"{what} has dtype {dtype}, which cannot be fed as {target} ({input_text(info)})"
+        )
+    if kind == "b" or tkind == "b":
+        raise InputError(
+            f"{what} has dtype {dtype}, expected {target}: bool is not converted to or from "
+            f"numbers ({input_text(info)})"
+        )
+    if kind == "f" and tkind in "iu":
+        raise InputError(
+            f"{what} has dtype {dtype}, expected {target}: floats are not rounded to integers "
+            f"({input_text(info)})"
+        )
+    # Left: float->float, int->int (range checked on the data), int->float.
+    return target
+
+
+def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str) -> Batch:
+    """Check a batch against the model's inputs and cast it to the model's dtypes.
+
+    Same-kind casts (float64->float32, int32->int64) and int->float are done; float->int,
+    anything<->bool, object and string arrays are refused, since they would silently change
+    what the model sees. Integer narrowing is refused when values do not fit.
+    """
+    if not isinstance(batch, dict):
+        raise InputError(f"{where}: expected a dict of arrays, got {type(batch).__name__}")
+    check_names(batch.keys(), signature, where)
+    out: Batch = {}
+    rows: tuple[str, int] | None = None
+    for info in signature.inputs:
+        value = batch[info.name]
+        try:
+            arr = np.asarray(value)
+        except Exception as exc:  # arbitrary user objects: report, never a traceback
+            raise InputError(
+                f"{where}: input '{info.name}' is not an array ({one_line(exc)})"
+            ) from exc
+        if arr.ndim == 0:
+            raise InputError(
+                f"{where}: input '{info.name}' is a scalar, expected a batch ({input_text(info)})"
+            )
+        target = check_meta(info.name, arr.dtype, arr.shape, info, where)
+        if rows is None:
+            rows = (info.name, arr.shape[0])
+        elif arr.shape[0] != rows[1]:
+            raise InputError(
+                f"{where}: inputs '{rows[0]}' ({rows[1]} samples) and '{info.name}' "
+                f"({arr.shape[0]} samples) differ in length"
+            )
+        if arr.dtype != target:
+            narrowing = arr.dtype.kind in "iu" and target.kind in "iu"
+            if narrowing and arr.size and not np.can_cast(arr.dtype, target, "safe"):
+                lo, hi = np.iinfo(target).min, np.iinfo(target).max
+                amin, amax = int(arr.min()), int(arr.max())
+                if amin < lo or amax > hi:
+                    raise InputError(
+                        f"{where}: input '{info.name}' has values in [{amin}, {amax}], "
+                        f"which do not fit {target} ({input_text(info)})"
+                    )
+            arr = arr.astype(target)
+        out[info.name] = arr
+    return out
+
+
+def _rows(chunk: Batch) -> int:
+    return next(iter(chunk.values())).shape[0] if chunk else 0
+
+
+def _concat(parts: list[Batch], where: str) -> Batch:
+    if len(parts) == 1:
+        return parts[0]
+    out: Batch = {}
+    for name in parts[0]:
+        try:
+            out[name] = np.concatenate([p[name] for p in parts])
+        except ValueError as exc:
+            shapes = sorted({dims_text(p[name].shape[1:]) for p in parts})
+            raise InputError(
+                f"{where}: input '{name}' changes its per-sample shape between chunks "
+                f"({', '.join(shapes)}); it must be the same for all samples"
+            ) from exc
+    return out
+
+
+def rebatch(chunks: Iterable[Batch], batch_size: int, where: str) -> Iterator[Batch]:
+    """Chunks of any size in, batches of exactly `batch_size` out (the last may be short).
+
+    Holds at most one batch plus one chunk: a large chunk is sliced (views, no copy), small
+    chunks are concatenated once per batch.
+    """
+    check_batch_size(batch_size)
+    pending: list[Batch] = []
+    count = 0
+    keys: set[str] | None = None
+    for chunk in chunks:
+        if keys is None:
+            keys = set(chunk)
+        elif set(chunk) != keys:
+            raise InputError(
+                f"{where}: chunks disagree on input names ({', '.join(sorted(keys))} vs "
+                f"{', '.join(sorted(chunk))})"
+            )
+        n = _rows(chunk)
+        if n == 0:
+            continue
+        pending.append(chunk)
+        count += n
+        while count >= batch_size:
+            merged = _concat(pending, where)
+            yield {k: v[:batch_size] for k, v in merged.items()}
+            count -= batch_size
+            pending = [{k: v[batch_size:] for k, v in merged.items()}] if count else []
+    if count:
+        yield _concat(pending, where)
+
+
+def check_inputs(source: InputSource, signature: Signature, batch_size: int) -> None:
+    """Fail early, in the parent, on data that does not fit the model: read one batch."""
+    gen = iter(source.batches(batch_size))
+    try:
+        first = next(gen, None)
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+    if first is None or _rows(first) == 0:
+        raise InputError(f"{source.describe()}: no samples (expected at least one)")
+    conform_batch(first, signature, source.describe())

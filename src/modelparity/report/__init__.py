@@ -1,0 +1,1 @@
+"""Renderings of an AuditResult: report.json lives on the result itself; terminal.py draws it."""

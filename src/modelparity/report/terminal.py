@@ -1,0 +1,144 @@
+"""The terminal summary: one table of backends, then what flipped and what it did to the metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from modelparity.result import AuditResult, BackendResult
+
+STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
+
+
+def _number(value: float | None, fmt: str = ".2e") -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _metric_changes(result: BackendResult) -> str:
+    if not result.metric_deltas:
+        return "-"
+    changed = [f"{name} {delta:+.4f}" for name, delta in result.metric_deltas.items()
+               if abs(delta) > 0]
+    return ", ".join(changed) if changed else "none"
+
+
+def _precision(result: BackendResult) -> str:
+    return result.precision or "-"
+
+
+def summary_table(result: AuditResult) -> Table:
+    table = Table(title="modelparity: every backend against the reference", title_justify="left")
+    table.add_column("backend")
+    table.add_column("status")
+    table.add_column("reported precision")
+    table.add_column("max |abs err|", justify="right")
+    table.add_column("flips", justify="right")
+    table.add_column("metric changes")
+    table.add_column("p50 / p95 ms", justify="right")
+    table.add_column("samples/s", justify="right")
+    for backend in result.backends:
+        role = " (reference)" if backend.role == "reference" else ""
+        status = Text(backend.status, style=STATUS_STYLE.get(backend.status, ""))
+        flips = "-"
+        if backend.flips is not None:
+            flips = f"{backend.flips.count} / {backend.flips.total}"
+        elif backend.role == "reference" and backend.ok:
+            flips = "ref"
+        latency = backend.latency
+        table.add_row(
+            backend.spec + role,
+            status,
+            _precision(backend),
+            _number(backend.max_abs) if backend.role == "candidate" else "ref",
+            Text(flips, style="bold red" if backend.flips and backend.flips.count else ""),
+            _metric_changes(backend),
+            f"{latency.p50_ms:.2f} / {latency.p95_ms:.2f}" if latency else "-",
+            f"{latency.throughput:,.0f}" if latency else "-",
+        )
+    return table
+
+
+def flips_table(backend: BackendResult, limit: int) -> Table | None:
+    if backend.flips is None or backend.flips.count == 0 or limit <= 0:
+        return None
+    table = Table(title=f"{backend.spec}: {backend.flips.count} flipped decisions "
+                        f"(closest to the boundary first)", title_justify="left")
+    for column in ("sample", "reference score", "candidate score", "margin", "decision"):
+        table.add_column(column, justify="right")
+    for record in backend.flips.records(limit):
+        table.add_row(
+            str(record["index"]),
+            _number(record["reference_score"], ".7f"),
+            _number(record["candidate_score"], ".7f"),
+            _number(record["reference_margin"], ".2e"),
+            f"{record['reference_decision']} -> {record['candidate_decision']}",
+        )
+    return table
+
+
+def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None:
+    metrics = backend.metrics
+    reference = result.reference.metrics
+    if metrics is None or metrics.confusion is None or metrics.confusion.ndim != 2:
+        return None
+    classes = [str(c) for c in metrics.classes]
+    if len(classes) > 12:
+        return None  # too wide for a terminal; report.json has it
+    title = f"confusion matrix, {backend.spec} (rows: true label, columns: predicted)"
+    if backend is not result.reference and reference is not None:
+        title += "; change against the reference in brackets"
+    table = Table(title=title, title_justify="left")
+    table.add_column("true \\ pred")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for i, name in enumerate(classes):
+        cells = []
+        for j in range(len(classes)):
+            value = int(metrics.confusion[i, j])
+            text = str(value)
+            if backend is not result.reference and reference is not None \
+                    and reference.confusion is not None \
+                    and reference.confusion.shape == metrics.confusion.shape:
+                delta = value - int(reference.confusion[i, j])
+                if delta:
+                    text += f" ({delta:+d})"
+            cells.append(text)
+        table.add_row(name, *cells)
+    return table
+
+
+def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> None:
+    console.print(Text(f"model: {result.model['source']}   inputs: {result.inputs['source']}"
+                       f"   task: {result.task['kind']} on '{result.task['output']}'", style="dim"))
+    console.print(summary_table(result))
+    for backend in result.backends:
+        if backend.error:
+            console.print(Text(f"{backend.spec}: {backend.status}: {backend.error}",
+                               style=STATUS_STYLE.get(backend.status, "")))
+    parts: list[Any] = []
+    if result.reference.metrics is not None:
+        table = confusion_table(result, result.reference)
+        if table is not None:
+            parts.append(table)
+    for backend in result.candidates:
+        flips = flips_table(backend, show_flips)
+        if flips is not None:
+            parts.append(flips)
+        if backend.flips is not None and backend.flips.count:
+            table = confusion_table(result, backend)
+            if table is not None:
+                parts.append(table)
+    if parts:
+        console.print(Group(*parts))
+    flipped = [b for b in result.candidates if b.flips is not None and b.flips.count]
+    if flipped:
+        names = ", ".join(f"{b.spec} ({b.flips.count})" for b in flipped if b.flips)
+        console.print(Text(f"Decisions flipped on: {names}.", style="bold red"))
+    elif result.ok:
+        console.print(Text("No decision flipped on any backend.", style="bold green"))

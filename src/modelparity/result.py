@@ -1,0 +1,140 @@
+"""What an audit found, as dataclasses that serialise to report.json (see docs/report-schema.md).
+
+Bump `SCHEMA_VERSION` on any change a reader of report.json would notice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelparity.decisions import Decided, Flips, Metrics
+from modelparity.numerics import ErrorStats
+from modelparity.runner import Latency
+
+SCHEMA_VERSION = "1.0"
+FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: NumPy scalars and arrays become numbers and lists, NaN/Inf become None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class BackendResult:
+    spec: str
+    role: str  # "reference" or "candidate"
+    status: str = OK  # ok | failed | skipped
+    error: str | None = None  # one line, when not ok
+    failure: dict[str, Any] | None = None  # stage and kind (user | exception | crash | timeout)
+    description: dict[str, Any] = field(default_factory=dict)
+    latency: Latency | None = None
+    errors: dict[str, ErrorStats] = field(default_factory=dict)  # per output, candidates only
+    flips: Flips | None = None
+    metrics: Metrics | None = None
+    metric_deltas: dict[str, float] | None = None
+    decided: Decided | None = None  # per-sample decisions (kept in memory, not in report.json)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def max_abs(self) -> float | None:
+        values = [s.max_abs for s in self.errors.values()]
+        return max(values) if values else None
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the runtime itself reports, where it reports one."""
+        reported = self.description.get("precision", {})
+        return reported.get("reported") if isinstance(reported, dict) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "spec": self.spec,
+            "role": self.role,
+            "status": self.status,
+            "error": self.error,
+            "failure": self.failure,
+            "description": self.description,
+            "latency": self.latency.to_dict() if self.latency else None,
+            "errors": {name: stats.to_dict() for name, stats in self.errors.items()},
+            "flips": None if self.flips is None else {
+                "count": self.flips.count,
+                "total": self.flips.total,
+                "fraction": self.flips.count / self.flips.total if self.flips.total else 0.0,
+                "listed": self.flips.records(FLIPS_LISTED),
+            },
+            "metrics": self.metrics.to_dict() if self.metrics else None,
+            "metric_deltas": self.metric_deltas,
+        })
+
+
+@dataclass
+class AuditResult:
+    model: dict[str, Any]  # source, onnx_path, exporter, inputs, outputs
+    inputs: dict[str, Any]  # description, samples, batch_size
+    task: dict[str, Any]
+    labels: str | None
+    reference: BackendResult
+    candidates: list[BackendResult]
+    environment: dict[str, Any]
+
+    @property
+    def backends(self) -> list[BackendResult]:
+        return [self.reference, *self.candidates]
+
+    @property
+    def ok(self) -> bool:
+        """True when every backend ran to the end (flips are findings, not failures)."""
+        return all(b.ok for b in self.backends)
+
+    @property
+    def total_flips(self) -> int:
+        return sum(b.flips.count for b in self.candidates if b.flips is not None)
+
+    def backend(self, spec: str) -> BackendResult:
+        for result in self.backends:
+            if result.spec == spec:
+                return result
+        raise KeyError(spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "schema_version": SCHEMA_VERSION,
+            "tool": "modelparity",
+            "model": self.model,
+            "inputs": self.inputs,
+            "task": self.task,
+            "labels": self.labels,
+            "environment": self.environment,
+            "reference": self.reference.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+        })
+
+    def save(self, path: str) -> str:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+        return path
