@@ -111,12 +111,12 @@ def test_topk_decide_and_set_flip():
     head = make_head(TaskConfig("topk", k=2))
     out = np.array([[0.1, 0.4, 0.3, 0.2], [0.9, 0.05, 0.02, 0.03]])
     d = head.decide(out)
-    assert d.decision.tolist() == [[1, 2], [0, 3]]
-    assert d.score == pytest.approx([0.3, 0.03])
-    assert d.margin == pytest.approx([0.1, 0.01])
+    assert d.decision.tolist() == [[1, 2], [0, 1]]
+    assert d.score == pytest.approx([0.3, 0.05])
+    assert d.margin == pytest.approx([0.1, 0.02])
     swapped = Decided(d.decision[:, ::-1].copy(), d.score, d.margin)
     assert head.flipped(d, swapped).tolist() == [False, False]  # order ignored
-    other = head.decide(np.array([[0.1, 0.3, 0.4, 0.2], [0.9, 0.05, 0.04, 0.03]]))
+    other = head.decide(np.array([[0.1, 0.3, 0.4, 0.2], [0.9, 0.01, 0.04, 0.03]]))
     assert head.flipped(d, other).tolist() == [False, True]
 
 
@@ -144,7 +144,7 @@ def test_multilabel_logits():
     head = make_head(TaskConfig("multilabel", logits=True, threshold=0.5))
     d = head.decide(np.array([[-1.0, 1.0]]))
     assert d.decision.tolist() == [[0, 1]]
-    assert d.margin[0] == pytest.approx(1 / (1 + math.e) - 0.5 + 0.5 - 1 / (1 + math.e))
+    assert d.margin[0] == pytest.approx(0.5 - 1 / (1 + math.e))
 
 
 # --- regression -------------------------------------------------------------------------------

@@ -53,6 +53,26 @@ FACTORIES = textwrap.dedent(
         return module
 
 
+    class FixedBatch(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(2, 3) * 2
+
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.export refuses it
+                return x * 2
+            return x
+
+
+    def make_fixed_batch():
+        return FixedBatch(), {"x": np.ones((2, 3), np.float32)}
+
+
+    def make_branchy():
+        return Branchy(), {"x": np.ones((2, 3), np.float32)}
+
+
     def wrong_return():
         return 42
 
@@ -285,3 +305,22 @@ def test_factory_wrong_return(factory_dir, tmp_path, factory, what):
     assert f"mp_test_factories:{factory}" in msg and what in msg
     assert "torch.nn.Module" in msg and "example_inputs" in msg
     assert "\n" not in msg
+
+
+def test_static_batch_is_reported(factory_dir, tmp_path):
+    prepared = prepare_model("mp_test_factories:make_fixed_batch", str(tmp_path))
+    assert prepared.signature.inputs[0].shape == (2, 3)
+    assert "static shapes" in prepared.exporter and "dynamic batch" not in prepared.exporter
+
+
+def test_export_failure_is_one_line(factory_dir, tmp_path):
+    with pytest.raises(ModelError) as info:
+        prepare_model("mp_test_factories:make_branchy", str(tmp_path))
+    msg = str(info.value)
+    assert msg.startswith("mp_test_factories:make_branchy: export to ONNX failed (")
+    assert "\n" not in msg and "\x1b" not in msg
+
+
+def test_export_timeout(factory_dir, tmp_path):
+    with pytest.raises(ModelError, match=r"did not finish within 0\.5 s"):
+        prepare_model("mp_test_factories:make_mlp", str(tmp_path), timeout=0.5)

@@ -25,9 +25,9 @@ import numpy as np
 
 from modelparity import __version__
 from modelparity.decisions import (
+    Decided,
     DecisionAccumulator,
     DecisionHead,
-    Decided,
     TaskConfig,
     compute_metrics,
     find_flips,

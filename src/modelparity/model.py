@@ -53,17 +53,29 @@ TORCH_INSTALL_HINT = "pip install 'modelparity[torch]'"
 _ENTRY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _first_line(text: object, limit: int = 300) -> str:
-    for line in str(text).splitlines():
+    for line in _ANSI_RE.sub("", str(text)).splitlines():
         line = line.strip()
         if line:
             return line if len(line) <= limit else line[: limit - 3] + "..."
     return ""
 
 
-def _exc_text(exc: BaseException) -> str:
-    msg = _first_line(exc)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+def _exc_text(exc: BaseException, *, cause: bool = False) -> str:
+    """`Class: first line`; with cause=True, also the root cause (the exporter wraps errors)."""
+    msg = _first_line(exc, 200)
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    root = exc
+    seen = {id(exc)}
+    while cause and root.__cause__ is not None and id(root.__cause__) not in seen:
+        root = root.__cause__
+        seen.add(id(root))
+    if root is not exc:
+        text += f"; caused by {_exc_text(root)}"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,6 +290,15 @@ def output_names_for(structure: Any) -> tuple[str, ...]:
     return tuple(f"output_{i}" for i in range(len(leaves)))
 
 
+def _batch_is_dynamic(onnx_path: str) -> bool:
+    """True when dim 0 of every input that has dimensions is symbolic in the ONNX file."""
+    import onnx
+
+    sig = _signature_of(onnx.load(onnx_path, load_external_data=False))
+    firsts = [i.shape[0] for i in sig.inputs if i.shape]
+    return bool(firsts) and all(not isinstance(d, int) for d in firsts)
+
+
 def _exporter_text(onnx_path: str, shapes: str) -> str:
     import onnx
     import torch
@@ -341,7 +362,13 @@ def _export_factory(entry: str, workdir: str, onnx_path: str) -> dict[str, Any]:
     dynamic = tuple({0: batch} if t.dim() > 0 else None for t in args)
     try:
         _onnx_export(module, args, onnx_path, input_names, output_names, dynamic)
-        shapes = "dynamic batch"
+        # the exporter may specialize the batch dimension without failing (e.g. a reshape to
+        # a fixed size): report what the ONNX file really has
+        shapes = (
+            "dynamic batch"
+            if _batch_is_dynamic(onnx_path)
+            else "static shapes (the exporter fixed the batch dimension)"
+        )
     except Exception as exc:
         print(
             f"modelparity: export with a dynamic batch failed, retrying with static shapes: "
@@ -383,13 +410,7 @@ def _export_program(path: str, onnx_path: str) -> dict[str, Any]:
         output_names = tuple(f"output_{i}" for i in range(len(sig.user_outputs)))
     # the program carries its own shapes (dynamic where it was exported with torch.export.Dim)
     _onnx_export(program, (), onnx_path, input_names, output_names, None)
-    dynamic = False
-    for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in input_names:
-            val = node.meta.get("val")
-            shape = getattr(val, "shape", ())
-            if len(shape) > 0 and not isinstance(shape[0], int):
-                dynamic = True
+    dynamic = _batch_is_dynamic(onnx_path)
     shapes = "the program's own shapes" + (" (dynamic batch)" if dynamic else " (static)")
     return {
         "input_names": input_names,
@@ -437,7 +458,9 @@ def _export_worker(conn: Any, kind: str, entry: str, workdir: str, onnx_path: st
             raise
         except Exception as exc:
             traceback.print_exc()
-            raise ModelError(f"{entry}: export to ONNX failed ({_exc_text(exc)})") from None
+            raise ModelError(
+                f"{entry}: export to ONNX failed ({_exc_text(exc, cause=True)})"
+            ) from None
         conn.send(("ok", info))
     except ModelError as exc:
         conn.send(("error", _first_line(exc, 1000)))
@@ -470,6 +493,7 @@ def _prepare_torch(kind: str, entry: str, source: str, workdir: str, timeout: fl
     sender.close()
     try:
         if not receiver.poll(timeout):
+            proc.terminate()
             raise ModelError(
                 f"{source}: export to ONNX did not finish within {timeout:g} s (log: {log_path})"
             )

@@ -68,7 +68,9 @@ def provider_name(spec: BackendSpec) -> str:
 
 def split_options(spec: BackendSpec) -> tuple[dict[str, str], dict[str, str]]:
     """(session options, provider options) from the spec's options."""
-    session = {k: v for k, v in spec.options.items() if k in SESSION_OPTIONS or k.startswith("session.")}
+    session = {
+        k: v for k, v in spec.options.items() if k in SESSION_OPTIONS or k.startswith("session.")
+    }
     provider = {k: v for k, v in spec.options.items() if k not in session}
     return session, provider
 
@@ -137,7 +139,9 @@ class OnnxRuntimeBackend(Backend):
             message = first_line(exc)
             if "provider option" in message.lower() or "unknown option" in message.lower():
                 raise SpecError(f"{self.spec.text}: {message}") from None
-            raise ModelError(f"{self.spec.text}: could not load {model.onnx_path}: {message}") from None
+            raise ModelError(
+                f"{self.spec.text}: could not load {model.onnx_path}: {message}"
+            ) from None
         used = self.session.get_providers()
         if used[0] != self.provider:
             raise BackendUnavailable(
@@ -165,7 +169,10 @@ class OnnxRuntimeBackend(Backend):
             level = self.session_options.get("graph_optimization_level", "all")
             info["graph_optimization_level"] = level
         if self.provider == "CPUExecutionProvider":
-            info["precision"] = {"reported": "fp32", "source": "CPU EP computes FP32 models in FP32"}
+            info["precision"] = {
+                "reported": "float32",
+                "source": "the CPU execution provider computes FP32 models in FP32",
+            }
         return info
 
     def deactivate_impl(self) -> None:

@@ -7,6 +7,7 @@ unless told otherwise, and a request for f16 may come back as something else.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -61,8 +62,12 @@ class OpenVINOBackend(Backend):
         except Exception as exc:
             message = first_line(exc)
             if self.spec.options and any(k in str(exc) for k in self.spec.options):
-                raise SpecError(f"{self.spec.text}: OpenVINO rejected an option: {message}") from None
-            raise ModelError(f"{self.spec.text}: OpenVINO could not compile the model: {message}") from None
+                raise SpecError(
+                    f"{self.spec.text}: OpenVINO rejected an option: {message}"
+                ) from None
+            raise ModelError(
+                f"{self.spec.text}: OpenVINO could not compile the model: {message}"
+            ) from None
         self.request = self.compiled.create_infer_request()
         self.output_names = [out.get_any_name() for out in self.compiled.outputs]
 
@@ -84,11 +89,10 @@ class OpenVINOBackend(Backend):
             "options": dict(self.spec.options),
         }
         if self.core is not None:
-            try:
-                info["device_name"] = self.core.get_property(self.device.split(":")[0],
-                                                             "FULL_DEVICE_NAME")
-            except Exception:  # virtual devices have no single name
-                pass
+            with contextlib.suppress(Exception):  # virtual devices have no single name
+                info["device_name"] = self.core.get_property(
+                    self.device.split(":")[0], "FULL_DEVICE_NAME"
+                )
         if self.compiled is not None:
             properties = {}
             for key in READ_BACK:

@@ -15,7 +15,9 @@ def as_bool(spec: BackendSpec, key: str, value: str) -> bool:
         return True
     if low in FALSE:
         return False
-    raise SpecError(f"{spec.text}: option {key}={value} is not a boolean (expected 1/0, true/false)")
+    raise SpecError(
+        f"{spec.text}: option {key}={value} is not a boolean (expected 1/0, true/false)"
+    )
 
 
 def as_int(spec: BackendSpec, key: str, value: str, minimum: int = 0) -> int:
@@ -39,6 +41,10 @@ def as_choice(spec: BackendSpec, key: str, value: str, choices: dict[str, object
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first meaningful line of an exception, for one-line error messages."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [
+        ln.strip()
+        for ln in str(exc).splitlines()
+        if ln.strip() and not ln.startswith("Exception from ")  # OpenVINO's source locations
+    ]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -277,6 +277,7 @@ class RegressionHead(DecisionHead):
             return np.ones(n, dtype=bool)
         with np.errstate(invalid="ignore"):
             close = np.abs(c - r) <= self.task.atol + self.task.rtol * np.abs(r)
+        close &= np.isfinite(r)  # an infinite reference would make the tolerance infinite
         # Identical values (same Inf) and NaN on both sides are agreement, not a flip.
         close |= (r == c) | (np.isnan(r) & np.isnan(c))
         return ~np.all(close, axis=1)

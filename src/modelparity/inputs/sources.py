@@ -33,7 +33,13 @@ def open_inputs(
     Headers and table schemas are checked here; the first batch is checked by `check_inputs`.
     """
     shapes = dict(shapes or {})
-    for name in shapes:
+    for name, dims in shapes.items():
+        ok = isinstance(dims, (tuple, list)) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims
+        )
+        if not ok:
+            raise InputError(f"--shape {name}: expected positive integer dims, got {dims!r}")
+        shapes[name] = tuple(dims)
         if name not in signature.input_names:
             raise InputError(
                 f"--shape {name}:{'x'.join(map(str, shapes[name]))}: '{name}' is not a model "

@@ -152,9 +152,9 @@ def open_synthetic(
     try:
         low, high = (float(v) for v in value_range)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"--range: expected two numbers LOW HIGH, got {value_range!r}") from exc
+        raise InputError(f"--value-range: expected LOW,HIGH, got {value_range!r}") from exc
     if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise InputError(f"--range: expected finite LOW <= HIGH, got {low} {high}")
+        raise InputError(f"--value-range: expected finite LOW <= HIGH, got {low},{high}")
     sample_shapes = []
     for info in signature.inputs:
         dtype = info.np_dtype
@@ -167,7 +167,7 @@ def open_synthetic(
             iinfo = np.iinfo(dtype)
             if max(math.ceil(low), iinfo.min) > min(math.floor(high), iinfo.max):
                 raise InputError(
-                    f"--range {low} {high}: holds no {dtype} value for input '{info.name}'"
+                    f"--value-range {low},{high}: holds no {dtype} value for input '{info.name}'"
                 )
         sample_shapes.append(resolve_sample_shape(info, shapes.get(info.name)))
     return SyntheticSource(signature, tuple(sample_shapes), samples, seed, (low, high))

@@ -67,14 +67,20 @@ class Log2Histogram:
 
     def add(self, rel: np.ndarray) -> None:
         """Fold relative errors (finite, >= 0, float64) into the histogram."""
-        nonzero = rel[rel > 0]
-        self.zero_count += int(rel.size - nonzero.size)
-        if nonzero.size == 0:
+        if rel.size == 0:
             return
+        zeros = int(rel.size - np.count_nonzero(rel))
         nbins = self.counts.size
-        idx = np.floor((np.log2(nonzero) - self.start) / self.bin_width)
+        with np.errstate(divide="ignore"):
+            idx = np.log2(rel)  # log2(0) = -inf lands in bin 0 and is taken out again below
+        idx -= self.start
+        idx *= 1.0 / self.bin_width
+        np.floor(idx, out=idx)
         np.clip(idx, 0, nbins - 1, out=idx)
-        self.counts += np.bincount(idx.astype(np.intp), minlength=nbins)
+        counts = np.bincount(idx.astype(np.intp), minlength=nbins)
+        counts[0] -= zeros
+        self.counts += counts
+        self.zero_count += zeros
 
     def quantile(self, q: float) -> float:
         """Relative error at quantile `q` over all elements (exact zeros count as 0.0).
