@@ -185,3 +185,17 @@ def test_empty_and_all_equal():
     assert acc.result().count == 0
     s = stats([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     assert (s.max_abs, s.max_ulp, s.median_rel, s.exact_fraction) == (0.0, 0, 0.0, 1.0)
+
+
+def test_error_stats_survive_json_round_trip():
+    import json
+
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=4000).astype(np.float32)
+    candidate = (reference * (1 + rng.normal(scale=1e-3, size=4000))).astype(np.float32)
+    accumulator = ErrorAccumulator(np.float32)
+    accumulator.update(reference, candidate)
+    stats = accumulator.result()
+    again = ErrorStats.from_dict(json.loads(json.dumps(stats.to_dict())))
+    assert again.to_dict() == stats.to_dict()
+    assert again.log2_rel_hist.quantile(0.5) == stats.log2_rel_hist.quantile(0.5)

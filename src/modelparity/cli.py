@@ -194,3 +194,7 @@ def version() -> None:
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -126,6 +126,17 @@ class Log2Histogram:
             "counts": [int(c) for c in counts],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Log2Histogram:
+        """Inverse of `to_dict`, re-padded onto the standard fixed edges so merges still add."""
+        histogram = cls.empty()
+        offset = round((float(data["start"]) - histogram.start) / histogram.bin_width)
+        counts = np.asarray(data["counts"], dtype=np.int64)
+        if counts.size:
+            histogram.counts[offset : offset + counts.size] = counts
+        histogram.zero_count = int(data["zero_count"])
+        return histogram
+
 
 @dataclass
 class ErrorStats:
@@ -158,6 +169,21 @@ class ErrorStats:
             "exact_fraction": _json_float(self.exact_fraction),
             "log2_rel_hist": self.log2_rel_hist.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ErrorStats:
+        """Inverse of `to_dict` (None back to NaN), for results saved by an earlier run."""
+        def number(key: str) -> float:
+            return float("nan") if data[key] is None else float(data[key])
+
+        return cls(
+            count=int(data["count"]), max_abs=number("max_abs"), mean_abs=number("mean_abs"),
+            max_rel=number("max_rel"), median_rel=number("median_rel"),
+            max_ulp=int(data["max_ulp"]), cosine=number("cosine"),
+            nan_mismatch=int(data["nan_mismatch"]), inf_mismatch=int(data["inf_mismatch"]),
+            exact_fraction=number("exact_fraction"),
+            log2_rel_hist=Log2Histogram.from_dict(data["log2_rel_hist"]),
+        )
 
 
 def _ordered_ints(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""Backends for tests (run them with warmup=0 so batch and row numbers are exact), loaded through the real `py:module:factory` plugin in real worker
+processes: ONNX Runtime CPU with one planted change (a nudged output, a segfault, a hang, an
+exception), so each test knows exactly what the audit must find."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+class Planted:
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+        self.rows_seen = 0
+        self.batch = 0
+
+    def activate(self, model) -> None:
+        if "activations" in self.options:  # lets a test count how often a backend really ran
+            with open(self.options["activations"], "a") as handle:
+                handle.write("activated\n")
+        if self.options.get("fail") == "load":
+            raise RuntimeError("planted failure while loading")
+        self.session = ort.InferenceSession(model.onnx_path, providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed):
+        outputs = dict(zip(self.names, self.session.run(None, feed), strict=True))
+        rows = len(next(iter(feed.values())))
+        at = int(self.options.get("at", "-1"))
+        if self.batch == at:
+            self.planted(outputs)
+        if "nudge" in self.options:
+            self.nudge(outputs, rows)
+        self.rows_seen += rows
+        self.batch += 1
+        return outputs
+
+    def planted(self, outputs) -> None:
+        kind = self.options.get("fail")
+        if kind == "crash":
+            ctypes.string_at(0)  # a real segfault, as a broken execution provider would cause
+        elif kind == "hang":
+            time.sleep(3600)
+        elif kind == "raise":
+            raise ValueError("planted failure in batch")
+        elif kind == "exit":
+            os._exit(3)
+
+    def nudge(self, outputs, rows) -> None:
+        """Add `delta` to output `name` (default: the first) at the given global sample rows,
+        optionally only in column `column`."""
+        name = self.options.get("name", self.names[0])
+        delta = float(self.options["nudge"])
+        targets = [int(r) for r in self.options.get("rows", "").split(",") if r]
+        column = self.options.get("column")
+        array = np.array(outputs[name], copy=True)
+        for row in targets:
+            local = row - self.rows_seen
+            if 0 <= local < rows:
+                if column is None:
+                    array[local] += delta
+                else:
+                    array[local, int(column)] += delta
+        outputs[name] = array
+
+    def describe(self) -> dict:
+        return {"planted": dict(self.options)}
+
+
+def make(options: dict[str, str]) -> Planted:
+    return Planted(options)

@@ -1,0 +1,193 @@
+"""The audit end to end: real ONNX Runtime and OpenVINO in real worker processes, real models
+fitted on scikit-learn's data, and planted backends whose exact differences the audit must find."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from modelparity import TaskConfig, audit
+from modelparity.decisions import compute_metrics, make_head
+
+PLANT = "py:planted_backends:make"
+
+
+def planted(**options: object) -> str:
+    return PLANT + "?" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+def test_binary_flips_and_confusion_against_openvino(models, data_files):
+    entry = data_files["binary"]
+    result = audit(models["binary"]["path"], ["openvino:cpu", "openvino:cpu?INFERENCE_PRECISION_HINT=f32"],
+                   entry["data"], task="binary", labels=entry["labels"], batch_size=128)
+    assert result.ok
+    reference = result.reference
+    y = models["binary"]["y"]
+    predicted = reference.decided.decision
+    assert reference.metrics.values["accuracy"] == pytest.approx(accuracy_score(y, predicted))
+    assert reference.metrics.values["f1"] == pytest.approx(f1_score(y, predicted))
+    np.testing.assert_array_equal(reference.metrics.confusion, confusion_matrix(y, predicted))
+    default = result.backend("openvino:cpu")
+    pinned = result.backend("openvino:cpu?INFERENCE_PRECISION_HINT=f32")
+    # What OpenVINO chose is read back from the compiled model, never assumed from the CPU.
+    assert pinned.precision == "float32"
+    assert pinned.errors["prob"].max_abs < 1e-5
+    assert pinned.flips.count == 0
+    if default.precision == "bfloat16":  # CPUs with avx512_bf16 / AMX, like this project's
+        assert default.errors["prob"].max_abs > 1e-5
+    else:  # CPUs without native BF16 keep FP32
+        assert default.errors["prob"].max_abs < 1e-5
+    # Flips are exactly the samples whose decisions differ.
+    flipped = np.flatnonzero(default.decided.decision != reference.decided.decision)
+    assert sorted(default.flips.index.tolist()) == flipped.tolist()
+    assert default.metrics.confusion.sum() == len(y)
+    for backend in result.candidates:
+        assert backend.latency.p50_ms <= backend.latency.p95_ms
+        assert backend.latency.samples == len(y)
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "plant", "expected"),
+    [
+        # binary: nudge two samples across 0.5, and one far from it that must not flip
+        ("binary", TaskConfig(kind="binary"), None, None),
+        ("multiclass", TaskConfig(kind="multiclass"), None, None),
+        ("multilabel", TaskConfig(kind="multilabel", threshold=(0.5, 0.4, 0.6)), None, None),
+    ],
+)
+def test_planted_flips_are_found_exactly(kind, config, plant, expected, models, data_files,
+                                         tmp_path):
+    entry = models[kind]
+    head = make_head(config)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(entry["path"], providers=["CPUExecutionProvider"])
+    output = session.run(None, {"x": entry["x"]})[0]
+    decided = head.decide(output)
+    # the three samples nearest the boundary get nudged across it
+    rows = np.argsort(decided.margin)[:3]
+    delta = 2 * float(decided.margin[rows].max()) + 1e-3
+    options = {"rows": ",".join(map(str, rows)), "nudge": delta}
+    if kind == "binary":
+        nudged = output.copy()
+        nudged[rows] += delta
+        expect = np.flatnonzero(head.decide(nudged).decision != decided.decision)
+    else:
+        column = int(np.argsort(output[rows[0]])[-2]) if kind == "multiclass" else 0
+        options["column"] = column
+        nudged = output.copy()
+        nudged[rows, column] += delta
+        expect = np.flatnonzero(head.flipped(decided, head.decide(nudged)))
+    assert len(expect) > 0
+    result = audit(entry["path"], [planted(**options)], data_files[kind]["data"], task=config,
+                   labels=data_files[kind]["labels"], batch_size=64, warmup=0)
+    candidate = result.candidates[0]
+    assert candidate.ok, candidate.error
+    assert sorted(candidate.flips.index.tolist()) == expect.tolist()
+    assert candidate.flips.total == len(entry["x"])
+    nudged_metrics = compute_metrics(head, entry["y"], head.decide(nudged))
+    for name, value in nudged_metrics.values.items():
+        assert candidate.metrics.values[name] == pytest.approx(value)
+        assert candidate.metric_deltas[name] == pytest.approx(
+            value - result.reference.metrics.values[name])
+
+
+def test_topk_flip_only_when_the_set_changes(models, data_files):
+    entry = models["multiclass"]
+    # swapping ranks 1 and 2 inside the top 3 is not a flip; pushing rank 4 into the top 3 is
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(entry["path"], providers=["CPUExecutionProvider"])
+    output = session.run(None, {"x": entry["x"][:64]})[0]
+    order = np.argsort(-output[5])
+    inside = float(output[5, order[0]] - output[5, order[1]]) + 1e-3
+    outside = float(output[7, np.argsort(-output[7])[2]] - output[7, np.argsort(-output[7])[3]])
+    result = audit(
+        entry["path"],
+        [planted(rows="5", nudge=inside, column=int(order[1])),
+         planted(rows="7", nudge=outside + 1e-3, column=int(np.argsort(-output[7])[3]))],
+        data_files["multiclass"]["data"], task=TaskConfig(kind="topk", k=3), batch_size=64,
+        warmup=0,
+    )
+    swap, enter = result.candidates
+    assert swap.flips.count == 0
+    assert enter.flips.index.tolist() == [7]
+
+
+def test_regression_tolerance(models, data_files):
+    entry = models["regression"]
+    config = TaskConfig(kind="regression", atol=0.01, rtol=0.0)
+    result = audit(entry["path"], [planted(rows="3", nudge=0.005), planted(rows="3", nudge=0.02)],
+                   data_files["regression"]["data"], task=config,
+                   labels=data_files["regression"]["labels"], batch_size=50, warmup=0)
+    within, beyond = result.candidates
+    assert within.flips.count == 0
+    assert beyond.flips.index.tolist() == [3]
+    assert within.errors["value"].max_abs == pytest.approx(0.005, rel=1e-3)
+    assert set(result.reference.metrics.values) >= {"mae", "rmse", "r2"}
+
+
+def test_custom_decision_function(models, data_files, tmp_path, monkeypatch):
+    (tmp_path / "my_rule.py").write_text(
+        "import numpy as np\n"
+        "def decide(output):\n"
+        "    return (output[:, 0] > 0.9).astype(int)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = models["binary"]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(entry["path"], providers=["CPUExecutionProvider"])
+    prob = session.run(None, {"x": entry["x"]})[0][:, 0]
+    row = int(np.argmin(np.abs(prob - 0.9)))
+    delta = (0.9 - prob[row]) * 2 or 1e-3
+    result = audit(entry["path"], [planted(rows=row, nudge=delta)],
+                   data_files["binary"]["data"],
+                   task=TaskConfig(kind="custom", custom="my_rule:decide"), warmup=0)
+    assert result.candidates[0].flips.index.tolist() == [row]
+
+
+def test_failures_are_findings_not_lost_runs(models, data_files, tmp_path):
+    entry = data_files["binary"]
+    crash, hang, boom = planted(fail="crash", at=1), planted(fail="hang", at=0), \
+        planted(fail="raise", at=2)
+    result = audit(models["binary"]["path"], [crash, "openvino:cpu", hang, boom], entry["data"],
+                   task="binary", batch_size=64, timeout=5, warmup=0, out=str(tmp_path / "out"))
+    assert not result.ok
+    crashed, good, hung, raised = result.candidates
+    assert crashed.status == "failed" and crashed.failure["kind"] == "crash"
+    assert "SIGSEGV" in crashed.error and crashed.failure["stage"] == "batch 1"
+    assert hung.failure["kind"] == "timeout" and "5 s" in hung.error
+    assert raised.failure["kind"] == "exception" and "planted failure" in raised.error
+    assert raised.failure["stage"] == "batch 2"
+    assert good.ok and good.flips is not None
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    statuses = {c["spec"]: c["status"] for c in report["candidates"]}
+    assert statuses == {crash: "failed", "openvino:cpu": "ok", hang: "failed", boom: "failed"}
+
+
+def test_resume_skips_finished_backends(models, data_files, tmp_path):
+    entry = data_files["binary"]
+    counter = tmp_path / "activations.txt"
+    flaky = planted(activations=counter, rows="1", nudge=0.3)
+    out = str(tmp_path / "run")
+    first = audit(models["binary"]["path"], [flaky, planted(fail="load")], entry["data"],
+                  out=out, warmup=0)
+    assert first.candidates[0].ok and not first.candidates[1].ok
+    second = audit(models["binary"]["path"], [flaky, planted(fail="load")], entry["data"],
+                   out=out, warmup=0, resume=True)
+    assert counter.read_text().count("activated") == 1  # not run again
+    assert second.candidates[0].description.get("resumed") is True
+    assert second.candidates[0].flips.index.tolist() == first.candidates[0].flips.index.tolist()
+    assert second.candidates[0].errors["prob"].max_abs == first.candidates[0].errors["prob"].max_abs
+    assert not second.candidates[1].ok  # a failed backend is tried again
+
+
+def test_reference_failure_skips_candidates(models, data_files):
+    result = audit(models["binary"]["path"], ["openvino:cpu"], data_files["binary"]["data"],
+                   reference=planted(fail="load"))
+    assert result.reference.status == "failed"
+    assert result.candidates[0].status == "skipped"
