@@ -285,11 +285,15 @@ class WorkerPeaks(threading.Thread):
 
 
 def rss_child(model_path: str, data_path: str, candidate: str, batch_size: int) -> None:
-    """Run one audit; print a JSON line with this process's and its workers' peak RSS."""
+    """Run one audit; print a JSON line with this process's and its workers' peak RSS.
+
+    This process's peak is its own VmHWM, not ru_maxrss: it was itself vfork()ed by the
+    benchmark process, so its ru_maxrss starts at the benchmark's peak (runtimes and data).
+    """
     import modelparity
 
     modelparity.audit  # noqa: B018 - import the API now, so `before` includes it
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _vm_hwm_kib(os.getpid())
     sampler = WorkerPeaks()
     sampler.start()
     info = run_audit(model_path, data_path, candidate, batch_size)
@@ -297,7 +301,8 @@ def rss_child(model_path: str, data_path: str, candidate: str, batch_size: int) 
     sampler.join()
     print(json.dumps({
         "before_kib": before,
-        "parent_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "parent_kib": _vm_hwm_kib(os.getpid()),
+        "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "workers_kib": sorted(sampler.peaks.values(), reverse=True),
         "rusage_children_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "wall": info["wall"],
@@ -355,7 +360,8 @@ def overhead(model_path: str, data_path: str, candidate: str, batch_size: int,
         print(f"    spawn+import+load+warm-up+batch 0{'':<11}{med(x['to_first'] for x in b):>9.3f}")
         print(f"    streaming the other batches{'':<17}{med(x['streaming'] for x in b):>9.3f}")
         print(f"    inference inside the worker{'':<17}{med(x['infer'] for x in b):>9.3f}")
-    print(f"  audit outside the backends (prepare, findings){med(a['outside'] for a in audits):>9.3f}")
+    outside = med(a["outside"] for a in audits)
+    print(f"  audit outside the backends (prepare, findings){outside:>9.3f}")
     print(f"  plain loops, sum{'':<30}{loop_sum:>9.3f}")
     print(f"  plain loops incl. session creation + warm-up{'':<2}{created_sum:>9.3f}")
     print(f"  audit wall, end to end{'':<24}{audit_wall:>9.3f}")
