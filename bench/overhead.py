@@ -399,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     print_header()
+    t0 = time.perf_counter()
+    import modelparity.api  # noqa: F401 - imported once, like the runtimes, before timing
+    print(f"  imports      modelparity.api {time.perf_counter() - t0:.2f} s in this process "
+          f"(once, not timed below; workers import their runtime each time)")
     print(f"  model        MLP {FEATURES} -> {HIDDEN} -> {HIDDEN} -> 1, Relu, Sigmoid "
           f"(FP32, built in code); task binary; batch size {args.batch_size}; "
           f"warm-up {WARMUP}")
@@ -431,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_rss:
             print(f"\n== peak RSS of one audit ({REFERENCE} + {CANDIDATE_F32}), fresh process "
                   f"each")
-            print(f"  {'samples':>9}  {'audit process':>13}  {'(after import)':>14}  "
-                  f"{'largest worker':>14}  {'RUSAGE_CHILDREN*':>16}  {'wall':>7}")
+            print(f"  {'samples':>9}  {'audit process':>13}  {'after import':>12}  "
+                  f"{'largest worker':>14}    {'ru_maxrss*':>10}  {'RUSAGE_CHILDREN*':>16}  "
+                  f"{'wall':>6}")
+            mib = 1024
             for n in (args.samples, args.rss_samples):
                 path = os.path.join(tmp, f"x_{n}.npy")
                 if not os.path.exists(path):
@@ -440,14 +446,16 @@ def main(argv: list[str] | None = None) -> int:
                 r = measure_rss(model_path, path, CANDIDATE_F32, args.batch_size)
                 r["worker_kib"] = r["workers_kib"][0] if r["workers_kib"] else 0
                 rss[n] = r
-                mib = 1024
                 print(f"  {n:>9}  {r['parent_kib'] / mib:>9.1f} MiB  "
-                      f"{r['before_kib'] / mib:>10.1f} MiB  {r['worker_kib'] / mib:>10.1f} MiB  "
-                      f"{r['rusage_children_kib'] / mib:>12.1f} MiB  {r['wall']:>6.1f}s")
-            print("  * RUSAGE_CHILDREN is max(worker peak, audit-process peak at spawn): the "
-                  "workers are\n    vfork()ed, and Linux carries the parent's peak into the "
-                  "child's ru_maxrss at exec.\n    The worker column is the workers' own VmHWM, "
-                  "polled every 20 ms.")
+                      f"{r['before_kib'] / mib:>8.1f} MiB  {r['worker_kib'] / mib:>10.1f} MiB  "
+                      f"{r['ru_maxrss_kib'] / mib:>10.1f} MiB  "
+                      f"{r['rusage_children_kib'] / mib:>12.1f} MiB  {r['wall']:>5.1f}s")
+            print("  audit process and worker: each process's own peak (VmHWM, /proc/<pid>/status;"
+                  "\n  workers polled every 20 ms). * ru_maxrss is not used: subprocess starts"
+                  "\n  children with vfork(), and Linux carries the parent's peak RSS into the"
+                  "\n  child's ru_maxrss at exec, so RUSAGE_SELF of the audit process starts at"
+                  " this\n  benchmark's own peak, and RUSAGE_CHILDREN is max(worker peak,"
+                  " audit-process\n  peak at spawn).")
 
     small, large = args.samples, args.rss_samples
     print(f"\n== summary (total {time.perf_counter() - started:.0f} s)")

@@ -63,8 +63,8 @@ def explain(result: AuditResult, console: Console) -> None:
         return
     speed = ""
     if default.latency and pinned.latency:
-        ratio = pinned.latency.p50_ms / default.latency.p50_ms
-        speed = f" The FP32 pin costs speed: p50 batch latency x{ratio:.2f}."
+        speed = (f" Median batch latency: {default.latency.p50_ms:.3f} ms by default, "
+                 f"{pinned.latency.p50_ms:.3f} ms pinned to FP32.")
     console.print(Text(
         f"OpenVINO's default compiled this FP32 model to {chosen} on this CPU without a word: "
         f"{flips} decision(s) flipped. With INFERENCE_PRECISION_HINT=f32: {fixed} flipped."

@@ -23,8 +23,9 @@ def _number(value: float | None, fmt: str = ".2e") -> str:
 def _metric_changes(result: BackendResult) -> str:
     if not result.metric_deltas:
         return "-"
-    changed = [f"{name} {delta:+.4f}" for name, delta in result.metric_deltas.items()
-               if abs(delta) > 0]
+    # percentage points: a change of 3 samples in 23,329 reads +0.013pp, not +0.0001
+    changed = [f"{name} {delta * 100:+.3g}pp" for name, delta in result.metric_deltas.items()
+               if delta is not None and abs(delta) > 0]
     return ", ".join(changed) if changed else "none"
 
 
@@ -33,33 +34,30 @@ def _precision(result: BackendResult) -> str:
 
 
 def summary_table(result: AuditResult) -> Table:
-    table = Table(title="modelparity: every backend against the reference", title_justify="left")
-    table.add_column("backend")
-    table.add_column("status")
-    table.add_column("reported precision")
-    table.add_column("max |abs err|", justify="right")
-    table.add_column("flips", justify="right")
-    table.add_column("metric changes")
-    table.add_column("p50 / p95 ms", justify="right")
-    table.add_column("samples/s", justify="right")
+    table = Table(title="every backend against the reference", title_justify="left")
+    table.add_column("backend", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("precision\n(reported)", no_wrap=True)
+    table.add_column("max abs\nerror", justify="right", no_wrap=True)
+    table.add_column("flips", justify="right", no_wrap=True)
+    table.add_column("metric changes", min_width=14)
+    table.add_column("p50 / p95\nms/batch", justify="right", no_wrap=True)
     for backend in result.backends:
-        role = " (reference)" if backend.role == "reference" else ""
-        status = Text(backend.status, style=STATUS_STYLE.get(backend.status, ""))
+        reference = backend.role == "reference"
+        status = Text("ref" if reference and backend.ok else backend.status,
+                      style=STATUS_STYLE.get(backend.status, ""))
         flips = "-"
         if backend.flips is not None:
             flips = f"{backend.flips.count} / {backend.flips.total}"
-        elif backend.role == "reference" and backend.ok:
-            flips = "ref"
         latency = backend.latency
         table.add_row(
-            backend.spec + role,
+            backend.spec,
             status,
             _precision(backend),
-            _number(backend.max_abs) if backend.role == "candidate" else "ref",
+            "-" if reference else _number(backend.max_abs),
             Text(flips, style="bold red" if backend.flips and backend.flips.count else ""),
-            _metric_changes(backend),
+            "-" if reference else _metric_changes(backend),
             f"{latency.p50_ms:.2f} / {latency.p95_ms:.2f}" if latency else "-",
-            f"{latency.throughput:,.0f}" if latency else "-",
         )
     return table
 
@@ -67,8 +65,8 @@ def summary_table(result: AuditResult) -> Table:
 def flips_table(backend: BackendResult, limit: int) -> Table | None:
     if backend.flips is None or backend.flips.count == 0 or limit <= 0:
         return None
-    table = Table(title=f"{backend.spec}: {backend.flips.count} flipped decisions "
-                        f"(closest to the boundary first)", title_justify="left")
+    title = f"{backend.spec}: {backend.flips.count} flipped decisions, closest to the boundary first"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for column in ("sample", "reference score", "candidate score", "margin", "decision"):
         table.add_column(column, justify="right")
     for record in backend.flips.records(limit):
@@ -90,11 +88,11 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
     classes = [str(c) for c in metrics.classes]
     if len(classes) > 12:
         return None  # too wide for a terminal; report.json has it
-    title = f"confusion matrix, {backend.spec} (rows: true label, columns: predicted)"
+    title = f"{backend.spec}: confusion matrix"
     if backend is not result.reference and reference is not None:
-        title += "; change against the reference in brackets"
-    table = Table(title=title, title_justify="left")
-    table.add_column("true \\ pred")
+        title += " (change vs reference)"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column("true \\ predicted")
     for name in classes:
         table.add_column(name, justify="right")
     for i, name in enumerate(classes):
