@@ -1,6 +1,7 @@
-"""Backends for tests (run them with warmup=0 so batch and row numbers are exact), loaded through the real `py:module:factory` plugin in real worker
-processes: ONNX Runtime CPU with one planted change (a nudged output, a segfault, a hang, an
-exception), so each test knows exactly what the audit must find."""
+"""Backends for tests, run through the real `py:module:factory` plugin in real worker processes:
+ONNX Runtime CPU with one planted change (a nudged output, a segfault, a hang, an exception), so
+each test knows exactly what the audit must find. Run them with warmup=0 so that batch and row
+numbers are exact."""
 
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ def planted(**options: object) -> str:
 
 def test_binary_flips_and_confusion_against_openvino(models, data_files):
     entry = data_files["binary"]
-    result = audit(models["binary"]["path"], ["openvino:cpu", "openvino:cpu?INFERENCE_PRECISION_HINT=f32"],
-                   entry["data"], task="binary", labels=entry["labels"], batch_size=128)
+    pinned_spec = "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
+    result = audit(models["binary"]["path"], ["openvino:cpu", pinned_spec], entry["data"],
+                   task="binary", labels=entry["labels"], batch_size=128)
     assert result.ok
     reference = result.reference
     y = models["binary"]["y"]
@@ -31,7 +32,7 @@ def test_binary_flips_and_confusion_against_openvino(models, data_files):
     assert reference.metrics.values["f1"] == pytest.approx(f1_score(y, predicted))
     np.testing.assert_array_equal(reference.metrics.confusion, confusion_matrix(y, predicted))
     default = result.backend("openvino:cpu")
-    pinned = result.backend("openvino:cpu?INFERENCE_PRECISION_HINT=f32")
+    pinned = result.backend(pinned_spec)
     # What OpenVINO chose is read back from the compiled model, never assumed from the CPU.
     assert pinned.precision == "float32"
     assert pinned.errors["prob"].max_abs < 1e-5

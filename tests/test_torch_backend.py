@@ -96,9 +96,9 @@ def test_factory_torch_matches_onnxruntime(mlp):
         info = backend.describe()
     assert info["runtime"] == "torch" and info["version"] == torch.__version__
     assert info["device"] == "cpu" and info["options"] == {}
-    assert info["precision"]["inference_precision"] == "fp32"
-    assert info["precision"]["float32_matmul_precision"] in ("highest", "high", "medium")
-    assert "cuda_matmul_allow_tf32" in info["precision"]
+    assert info["precision"]["reported"] == "float32"
+    assert info["precision_flags"]["float32_matmul_precision"] in ("highest", "high", "medium")
+    assert "cuda_matmul_allow_tf32" in info["precision_flags"]
     assert "device_name" not in info
     assert not backend.active
 
@@ -125,8 +125,8 @@ def test_pt2_torch_matches_onnxruntime(pt2):
                 np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
         info = backend.describe()
         assert info["options"] == {"threads": "1", "matmul_precision": "highest", "allow_tf32": "0"}
-        assert info["precision"]["float32_matmul_precision"] == "highest"
-        assert info["precision"]["cuda_matmul_allow_tf32"] is False
+        assert info["precision_flags"]["float32_matmul_precision"] == "highest"
+        assert info["precision_flags"]["cuda_matmul_allow_tf32"] is False
     finally:
         backend.deactivate()
 

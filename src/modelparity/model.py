@@ -9,12 +9,14 @@ file holds. The parent process never imports torch.
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 import os
 import re
+import socket
+import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 from modelparity.errors import ModelError
@@ -481,40 +483,38 @@ def _prepare_torch(kind: str, entry: str, source: str, workdir: str, timeout: fl
     onnx_path = os.path.join(workdir, "model.onnx")
     log_path = os.path.join(workdir, "export.log")
 
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_export_worker,
-        args=(sender, kind, entry, workdir, onnx_path),
-        name="modelparity-export",
-        daemon=True,
+    # A fresh interpreter (`python -m modelparity.model FD`), not multiprocessing's spawn: no
+    # `if __name__ == "__main__"` guard is needed in the caller's script, and torch stays out
+    # of this process.
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelparity.model", str(child.fileno())],
+        pass_fds=(child.fileno(),),
+        stdin=subprocess.DEVNULL,
     )
-    proc.start()
-    sender.close()
+    child.close()
+    receiver = Connection(parent.detach())
     try:
+        receiver.send((kind, entry, workdir, onnx_path))
         if not receiver.poll(timeout):
-            proc.terminate()
             raise ModelError(
                 f"{source}: export to ONNX did not finish within {timeout:g} s (log: {log_path})"
             )
         try:
             status, payload = receiver.recv()
         except (EOFError, OSError):
-            proc.join(10)
+            code = proc.wait(10)
             raise ModelError(
                 f"{source}: export to ONNX failed (the export process died with exit code "
-                f"{proc.exitcode}; log: {log_path})"
+                f"{code}; log: {log_path})"
             ) from None
     finally:
         receiver.close()
-        if proc.is_alive():
-            proc.join(5)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-        if proc.is_alive():
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            proc.join()
+            proc.wait()
     if status != "ok":
         raise ModelError(payload)
 
@@ -561,3 +561,14 @@ def prepare_model(model: str, workdir: str, *, timeout: float = 600) -> Prepared
         return _prepare_torch("factory", model, model, workdir, timeout)
     what = "is a folder" if os.path.isdir(model) else "is not a file or an entry point"
     raise ModelError(f"{model}: {what}; expected {ACCEPTED_FORMS}")
+
+
+def _export_main() -> None:
+    """Entry point of the export process started by `_prepare_torch`."""
+    conn = Connection(socket.socket(fileno=int(sys.argv[1])).detach())
+    kind, entry, workdir, onnx_path = conn.recv()
+    _export_worker(conn, kind, entry, workdir, onnx_path)
+
+
+if __name__ == "__main__":
+    _export_main()

@@ -206,15 +206,16 @@ class TorchBackend(Backend):
                 value = None
             if isinstance(value, str):
                 precision[key] = value
-        precision["inference_precision"] = {"float32": "fp32", "float16": "fp16"}.get(
-            self._param_dtype or "", self._param_dtype or "fp32"
-        )
         info: dict[str, Any] = {
             "runtime": "torch",
             "version": torch.__version__,
             "device": self.device,
             "options": dict(self.spec.options),
-            "precision": precision,
+            "precision": {
+                "reported": self._param_dtype or "float32",
+                "source": "the module's parameter dtype; TF32 switches under precision_flags",
+            },
+            "precision_flags": precision,
             "threads": torch.get_num_threads(),
         }
         if self.device == "cuda":

@@ -65,7 +65,8 @@ def summary_table(result: AuditResult) -> Table:
 def flips_table(backend: BackendResult, limit: int) -> Table | None:
     if backend.flips is None or backend.flips.count == 0 or limit <= 0:
         return None
-    title = f"{backend.spec}: {backend.flips.count} flipped decisions, closest to the boundary first"
+    title = (f"{backend.spec}: {backend.flips.count} flipped decisions, "
+             "closest to the boundary first")
     table = Table(title=title, title_justify="left", min_width=len(title))
     for column in ("sample", "reference score", "candidate score", "margin", "decision"):
         table.add_column(column, justify="right")
