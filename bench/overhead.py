@@ -355,8 +355,9 @@ def overhead(model_path: str, data_path: str, candidate: str, batch_size: int,
     print(f"\n  {'median over ' + str(repeats) + ' repeats':<46}{'seconds':>9}")
     for spec in specs:
         b = [a["backends"][spec] for a in audits]
-        print(f"  plain loop  {spec:<34}{med(per_spec[spec]):>9.3f}")
-        print(f"  audit       {spec:<34}{med(x['total'] for x in b):>9.3f}")
+        short = spec.replace("?INFERENCE_PRECISION_HINT=f32", " (f32 hint)")
+        print(f"  plain loop  {short:<34}{med(per_spec[spec]):>9.3f}")
+        print(f"  audit       {short:<34}{med(x['total'] for x in b):>9.3f}")
         print(f"    spawn+import+load+warm-up+batch 0{'':<11}{med(x['to_first'] for x in b):>9.3f}")
         print(f"    streaming the other batches{'':<17}{med(x['streaming'] for x in b):>9.3f}")
         print(f"    inference inside the worker{'':<17}{med(x['infer'] for x in b):>9.3f}")

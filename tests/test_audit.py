@@ -192,3 +192,82 @@ def test_reference_failure_skips_candidates(models, data_files):
                    reference=planted(fail="load"))
     assert result.reference.status == "failed"
     assert result.candidates[0].status == "skipped"
+
+
+def test_every_input_source_feeds_the_same_samples(models, data_files, tmp_path, monkeypatch):
+    """.npz, .npy, a folder of shards, CSV, Parquet and an entry point: same data, same result."""
+    import pandas as pd
+
+    x = models["binary"]["x"]
+    np.save(tmp_path / "x.npy", x)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, start in enumerate(range(0, len(x), 200)):
+        np.savez(shards / f"part{i:02d}.npz", x=x[start:start + 200])
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    frame.to_parquet(tmp_path / "x.parquet")
+    np.save(tmp_path / "feed.npy", x)
+    (tmp_path / "my_feed.py").write_text(
+        "import numpy as np\n"
+        f"def batches():\n    x = np.load({str(tmp_path / 'feed.npy')!r})\n"
+        "    for start in range(0, len(x), 100):\n        yield {'x': x[start:start + 100]}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # workers import my_feed from the working directory
+    sources = [data_files["binary"]["data"], str(tmp_path / "x.npy"), str(shards),
+               str(tmp_path / "x.csv"), str(tmp_path / "x.parquet"), "my_feed:batches"]
+    decided = []
+    for source in sources:
+        result = audit(models["binary"]["path"], [planted(rows="3", nudge=0.7)], source,
+                       batch_size=96, warmup=0)
+        assert result.ok, (source, result.candidates[0].error)
+        assert result.inputs["samples"] == len(x)
+        assert result.candidates[0].flips.index.tolist() == [3]
+        decided.append(result.reference.decided.score)
+    for scores in decided[1:]:
+        np.testing.assert_array_equal(scores, decided[0])
+
+
+def test_synthetic_inputs_with_a_dynamic_dimension(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=0),
+         helper.make_node("Sigmoid", ["m"], ["y"])],
+        "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+    )
+    import onnx
+
+    path = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    from modelparity.errors import InputError
+
+    with pytest.raises(InputError, match="--shape"):
+        audit(str(path), ["openvino:cpu"], samples=50)
+    result = audit(str(path), ["openvino:cpu?INFERENCE_PRECISION_HINT=f32"], samples=50,
+                   shapes={"x": (1, 16)}, seed=3)
+    assert result.ok and result.inputs["samples"] == 50
+    assert result.candidates[0].flips.count == 0
+
+
+def test_pytorch_model_runs_the_same_weights_everywhere(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    (tmp_path / "tiny_net.py").write_text(
+        "import numpy as np, torch\n"
+        "def make():\n"
+        "    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(),\n"
+        "                              torch.nn.Linear(8, 1), torch.nn.Sigmoid())\n"
+        "    return net, {'x': np.zeros((2, 5), np.float32)}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = audit("tiny_net:make", ["torch:cpu", "openvino:cpu?INFERENCE_PRECISION_HINT=f32"],
+                   samples=300, out=str(tmp_path / "out"))
+    assert result.ok, [b.error for b in result.backends]
+    assert result.model["exporter"].startswith("torch.onnx.export")
+    torch_run = result.backend("torch:cpu")
+    assert torch_run.precision == "float32"
+    assert torch_run.errors["output"].max_abs < 1e-5  # unseeded factory: only shared weights agree
+    assert torch_run.flips.count == 0

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from modelparity.backends.torch import TorchBackend, create  # noqa: E402
-from modelparity.errors import BackendUnavailable, SpecError  # noqa: E402
+from modelparity.errors import BackendUnavailable, ModelError, SpecError  # noqa: E402
 from modelparity.model import prepare_model  # noqa: E402
 from modelparity.spec import parse_spec  # noqa: E402
 
@@ -72,7 +72,9 @@ def pt2(tmp_path_factory):
     )
     path = root / "pair.pt2"
     torch.export.save(program, str(path))
-    return prepare_model(str(path), str(root / "work"))
+    with pytest.raises(ModelError, match="--allow-pickle"):
+        prepare_model(str(path), str(root / "work"))  # never unpickled unless asked
+    return prepare_model(str(path), str(root / "work"), allow_pickle=True)
 
 
 def _ort(path, feed):

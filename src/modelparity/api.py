@@ -124,11 +124,11 @@ def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: T
 class _Comparison:
     """Accumulates one candidate against the reference, batch by batch."""
 
-    def __init__(self, head: DecisionHead, output: str) -> None:
+    def __init__(self, head: DecisionHead, output: str, samples: int | None) -> None:
         self.head = head
         self.output = output
         self.errors: dict[str, ErrorAccumulator] = {}
-        self.decisions = DecisionAccumulator()
+        self.decisions = DecisionAccumulator(samples)
 
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         if set(candidate) != set(reference):
@@ -164,6 +164,7 @@ def audit(
     warmup: int = 3,
     out: str | None = None,
     resume: bool = False,
+    allow_pickle: bool = False,
     progress: Progress | None = None,
 ) -> AuditResult:
     """Run `model` on the reference and every backend in `backends`, on the same inputs.
@@ -173,6 +174,7 @@ def audit(
     (`samples`, `shapes`, `value_range`). `task` is a kind ("binary", "multiclass", "topk",
     "multilabel", "regression", "custom") or a TaskConfig. With `out`, each backend's result is
     written there as soon as it finishes, and `resume=True` reuses finished ones.
+    `allow_pickle=True` lets a .pt2 model be opened (torch.export.load unpickles parts of it).
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
@@ -196,7 +198,8 @@ def audit(
     with contextlib.ExitStack() as stack:
         workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
         os.makedirs(workdir, exist_ok=True)
-        prepared = model if isinstance(model, PreparedModel) else prepare_model(model, workdir)
+        prepared = model if isinstance(model, PreparedModel) else prepare_model(
+            model, workdir, allow_pickle=allow_pickle)
         config = _as_task(task, prepared.signature.output_names)
         head = make_head(config)
         source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
@@ -210,8 +213,25 @@ def audit(
         key = _run_key(prepared, source, batch_size, config, ref_spec)
         run = _Run(prepared, source, batch_size, timeout, warmup, workdir, key, progress,
                    head, config, label_values, label_name)
-        ref_result, spool = run.reference(ref_spec, resume)
-        candidates = [run.candidate(spec, spool, ref_result, resume) for spec in cand_specs]
+        saved_reference = run.saved_reference(ref_spec) if resume else None
+        saved = {spec.text: run.saved(spec) for spec in cand_specs} if saved_reference else {}
+        to_run = [spec for spec in [ref_spec, *cand_specs]
+                  if spec.text not in saved or saved[spec.text] is None]
+        if saved_reference is not None:
+            to_run = [spec for spec in to_run if spec.text != ref_spec.text]
+        workers = run.start(to_run)
+        stack.callback(lambda: [w.close() for w in workers.values()])
+
+        ref_result, spool = saved_reference or run.reference(ref_spec, workers[ref_spec.text])
+        candidates = []
+        for spec in cand_specs:
+            restored = saved.get(spec.text)
+            if restored is not None:
+                run.findings(restored, ref_result)
+                progress.finish(spec.text, restored)
+                candidates.append(restored)
+            else:
+                candidates.append(run.candidate(spec, workers[spec.text], spool, ref_result))
 
         result = AuditResult(
             model={
@@ -283,27 +303,40 @@ class _Run:
             _check_label_count(self.labels, len(result.decided), self.label_name)
             result.metrics = compute_metrics(self.head, self.labels, result.decided)
 
-    # the reference -----------------------------------------------------------------------
-    def reference(self, spec: BackendSpec, resume: bool) -> tuple[BackendResult, OutputSpool]:
-        spool_dir = os.path.join(self.workdir, "reference")
-        saved = _load_saved(self._saved_path(spec), self.key) if resume else None
-        spool = OutputSpool.load(spool_dir, self.key) if saved else None
-        if saved is not None and spool is not None:
-            result = _restore(saved, "reference", os.path.join(self.workdir, "backends"))
-            self.samples = spool.total_rows
-            self._metrics(result)
-            self.progress.finish(spec.text, result)
-            return result, spool
+    # starting ----------------------------------------------------------------------------
+    def start(self, specs: list[BackendSpec]) -> dict[str, BackendWorker]:
+        """Start every worker at once and wait until all have loaded their model: loading
+        overlaps, and no backend's timed batches ever run beside another's loading."""
+        workers = {spec.text: self._worker(spec) for spec in specs}
+        for worker in workers.values():
+            worker.start()
+        for worker in workers.values():
+            try:
+                worker.wait_ready()
+            except BackendFailed as failure:
+                worker.load_failure = failure
+        return workers
 
-        spool = OutputSpool(spool_dir)
+    # the reference -----------------------------------------------------------------------
+    def saved_reference(self, spec: BackendSpec) -> tuple[BackendResult, OutputSpool] | None:
+        """The reference of an earlier run with the same settings, when --resume finds one."""
+        spool = OutputSpool.load(os.path.join(self.workdir, "reference"), self.key)
+        result = self.saved(spec, "reference") if spool is not None else None
+        if result is None or spool is None:
+            return None
+        self.samples = spool.total_rows
+        self._metrics(result)
+        self.progress.finish(spec.text, result)
+        return result, spool
+
+    def reference(self, spec: BackendSpec, worker: BackendWorker
+                  ) -> tuple[BackendResult, OutputSpool]:
+        spool = OutputSpool(os.path.join(self.workdir, "reference"))
         spool.begin(self.key)
         result = BackendResult(spec=spec.text, role="reference")
-        worker = self._worker(spec)
-        decisions = DecisionAccumulator()
+        decisions = DecisionAccumulator(self.source.num_samples)
         self.progress.start(spec.text, self.source.num_samples)
         try:
-            worker.start()
-            result.description = worker.wait_ready()
             for rows, outputs in worker.outputs():
                 spool.write({name: np.asarray(value) for name, value in outputs.items()})
                 decisions.update(self.head.decide(np.asarray(outputs[self.task.output])))
@@ -314,12 +347,11 @@ class _Run:
             _mark_failed(result, failure)
         except ModelParityError as exc:  # e.g. the task does not fit the model's output
             spool.abandon()
-            worker.close()
             raise type(exc)(str(exc)) from None
         finally:
             worker.close()
+        result.description = worker.description
         if result.ok:
-            result.description = worker.description
             result.latency = worker.latency()
             result.decided = decisions.result()
             self.samples = spool.total_rows
@@ -329,27 +361,23 @@ class _Run:
         return result, spool
 
     # each candidate ----------------------------------------------------------------------
-    def candidate(self, spec: BackendSpec, spool: OutputSpool, reference: BackendResult,
-                  resume: bool) -> BackendResult:
+    def saved(self, spec: BackendSpec, role: str = "candidate") -> BackendResult | None:
+        data = _load_saved(self._saved_path(spec), self.key)
+        if data is None:
+            return None
+        return _restore(data, role, os.path.join(self.workdir, "backends"))
+
+    def candidate(self, spec: BackendSpec, worker: BackendWorker, spool: OutputSpool,
+                  reference: BackendResult) -> BackendResult:
         if not reference.ok:
             result = BackendResult(spec=spec.text, role="candidate", status=SKIPPED,
                                    error=f"not run: the reference {reference.spec} failed")
             self.progress.finish(spec.text, result)
             return result
-        saved = _load_saved(self._saved_path(spec), self.key) if resume else None
-        if saved is not None:
-            result = _restore(saved, "candidate", os.path.join(self.workdir, "backends"))
-            self._findings(result, reference)
-            self.progress.finish(spec.text, result)
-            return result
-
         result = BackendResult(spec=spec.text, role="candidate")
-        comparison = _Comparison(self.head, self.task.output or "")
-        worker = self._worker(spec)
+        comparison = _Comparison(self.head, self.task.output or "", self.samples or None)
         self.progress.start(spec.text, self.samples or None)
         try:
-            worker.start()
-            result.description = worker.wait_ready()
             reference_batches = spool.batches()
             for rows, outputs in worker.outputs():
                 expected = next(reference_batches, None)
@@ -365,17 +393,17 @@ class _Run:
             _mark_failed(result, failure)
         finally:
             worker.close()
+        result.description = worker.description
         if result.ok:
-            result.description = worker.description
             result.latency = worker.latency()
             result.errors = {name: acc.result() for name, acc in comparison.errors.items()}
             result.decided = comparison.decisions.result()
-            self._findings(result, reference)
+            self.findings(result, reference)
             _save(result, self._saved_path(spec), self.key)
         self.progress.finish(spec.text, result)
         return result
 
-    def _findings(self, result: BackendResult, reference: BackendResult) -> None:
+    def findings(self, result: BackendResult, reference: BackendResult) -> None:
         assert reference.decided is not None and result.decided is not None
         result.flips = find_flips(self.head, reference.decided, result.decided)
         self._metrics(result)

@@ -132,6 +132,9 @@ def run(
     resume: Annotated[bool, typer.Option(
         help="Reuse the backends already finished in --out instead of running them again.")]
         = False,
+    allow_pickle: Annotated[bool, typer.Option(
+        help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
+             "can run code. Only for files you trust.")] = False,
     show_flips: Annotated[int, typer.Option(help="How many flipped samples to list per "
                                                  "backend in the terminal.")] = 10,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
@@ -153,7 +156,7 @@ def run(
                 model, backend, data, task=config, labels=labels, reference=reference,
                 batch_size=batch_size, shapes=shapes, samples=samples, seed=seed,
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
-                out=out, resume=resume, progress=BarProgress(bar),
+                out=out, resume=resume, allow_pickle=allow_pickle, progress=BarProgress(bar),
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None

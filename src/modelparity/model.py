@@ -539,15 +539,24 @@ def _prepare_torch(kind: str, entry: str, source: str, workdir: str, timeout: fl
     )
 
 
-def prepare_model(model: str, workdir: str, *, timeout: float = 600) -> PreparedModel:
+def prepare_model(
+    model: str, workdir: str, *, timeout: float = 600, allow_pickle: bool = False
+) -> PreparedModel:
     """Resolve `model` (ONNX file, .pt2 program or module:factory) into a `PreparedModel`.
 
     Exports of PyTorch models go to `workdir` (model.onnx, weights.safetensors, export.log).
+    A .pt2 file is only opened with `allow_pickle=True`: torch.export.load unpickles parts of
+    it, and unpickling runs whatever code the file carries.
     """
     model = str(model)
     if model.lower().endswith(".pt2"):
         if not os.path.isfile(model):
             raise ModelError(f"{model}: no such file")
+        if not allow_pickle:
+            raise ModelError(
+                f"{model}: loading a torch.export program unpickles parts of the file, which can "
+                "run code; pass --allow-pickle (allow_pickle=True) only for a file you trust"
+            )
         return _prepare_torch("exported_program", os.path.abspath(model), model, workdir, timeout)
     if model.lower().endswith(".onnx"):
         if not os.path.isfile(model):

@@ -108,6 +108,7 @@ class BackendWorker:
         self.times: list[float] = []
         self.samples = 0
         self.finished = False
+        self.load_failure: BackendFailed | None = None  # set when wait_ready() failed
 
     def start(self) -> None:
         parent, child = socket.socketpair()
@@ -155,6 +156,8 @@ class BackendWorker:
 
     def outputs(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """Yield (rows, outputs) per batch; the first call also tells the worker to go."""
+        if self.load_failure is not None:
+            raise self.load_failure
         assert self.conn is not None
         self.conn.send("go")
         stage = "batch 0"

@@ -77,6 +77,11 @@ def main() -> None:
         os.dup2(log, 2)
     run_job(job, conn)
     conn.close()
+    # Skip interpreter teardown (unloading a runtime can take a while): everything the parent
+    # needs has been sent, and the backend was deactivated.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
 
 from modelparity.decisions.tasks import Decided, DecisionHead, TaskConfig
 from modelparity.errors import InputError
+
+
+def _skm():
+    """scikit-learn is imported on first use: ~1 s and ~150 MiB that audits without labels skip."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def _json_float(value: float) -> float | None:
@@ -62,12 +68,12 @@ def _binary(labels: np.ndarray, decided: Decided) -> Metrics:
     pred = decided.decision.astype(np.int64).ravel()
     kw = {"zero_division": 0}
     values = {
-        "accuracy": skm.accuracy_score(y, pred),
-        "precision": skm.precision_score(y, pred, labels=[0, 1], pos_label=1, **kw),
-        "recall": skm.recall_score(y, pred, labels=[0, 1], pos_label=1, **kw),
-        "f1": skm.f1_score(y, pred, labels=[0, 1], pos_label=1, **kw),
+        "accuracy": _skm().accuracy_score(y, pred),
+        "precision": _skm().precision_score(y, pred, labels=[0, 1], pos_label=1, **kw),
+        "recall": _skm().recall_score(y, pred, labels=[0, 1], pos_label=1, **kw),
+        "f1": _skm().f1_score(y, pred, labels=[0, 1], pos_label=1, **kw),
     }
-    confusion = skm.confusion_matrix(y, pred, labels=[0, 1])
+    confusion = _skm().confusion_matrix(y, pred, labels=[0, 1])
     return Metrics({k: float(v) for k, v in values.items()}, confusion, [0, 1])
 
 
@@ -80,12 +86,12 @@ def _multiclass(labels: np.ndarray, decided: Decided) -> Metrics:
     # Macro averages run over the classes present in labels or predictions (sklearn's default),
     # so a 1000-class model evaluated on 50 samples is not averaged with 950 zeros.
     values = {
-        "accuracy": skm.accuracy_score(y, pred),
-        "precision_macro": skm.precision_score(y, pred, **kw),
-        "recall_macro": skm.recall_score(y, pred, **kw),
-        "f1_macro": skm.f1_score(y, pred, **kw),
+        "accuracy": _skm().accuracy_score(y, pred),
+        "precision_macro": _skm().precision_score(y, pred, **kw),
+        "recall_macro": _skm().recall_score(y, pred, **kw),
+        "f1_macro": _skm().f1_score(y, pred, **kw),
     }
-    confusion = skm.confusion_matrix(y, pred, labels=classes)
+    confusion = _skm().confusion_matrix(y, pred, labels=classes)
     return Metrics({k: float(v) for k, v in values.items()}, confusion, classes)
 
 
@@ -112,13 +118,13 @@ def _multilabel(labels: np.ndarray, decided: Decided) -> Metrics:
     y = labels.astype(np.int64)
     kw = {"average": "macro", "zero_division": 0}
     values = {
-        "subset_accuracy": skm.accuracy_score(y, pred),
-        "precision_macro": skm.precision_score(y, pred, **kw),
-        "recall_macro": skm.recall_score(y, pred, **kw),
-        "f1_macro": skm.f1_score(y, pred, **kw),
-        "hamming_loss": skm.hamming_loss(y, pred),
+        "subset_accuracy": _skm().accuracy_score(y, pred),
+        "precision_macro": _skm().precision_score(y, pred, **kw),
+        "recall_macro": _skm().recall_score(y, pred, **kw),
+        "f1_macro": _skm().f1_score(y, pred, **kw),
+        "hamming_loss": _skm().hamming_loss(y, pred),
     }
-    confusion = skm.multilabel_confusion_matrix(y, pred)
+    confusion = _skm().multilabel_confusion_matrix(y, pred)
     return Metrics({k: float(v) for k, v in values.items()}, confusion, list(range(pred.shape[1])))
 
 
@@ -138,9 +144,9 @@ def _regression(labels: np.ndarray, decided: Decided) -> Metrics:
         # A backend that produced NaN/Inf has no meaningful error metric.
         return Metrics({"mae": nan, "rmse": nan, "r2": nan}, None, [])
     values = {
-        "mae": float(skm.mean_absolute_error(y, pred)),
-        "rmse": float(math.sqrt(skm.mean_squared_error(y, pred))),
-        "r2": float(skm.r2_score(y, pred)) if len(y) >= 2 else nan,
+        "mae": float(_skm().mean_absolute_error(y, pred)),
+        "rmse": float(math.sqrt(_skm().mean_squared_error(y, pred))),
+        "r2": float(_skm().r2_score(y, pred)) if len(y) >= 2 else nan,
     }
     return Metrics(values, None, [])
 

@@ -355,15 +355,56 @@ def make_head(task: TaskConfig) -> DecisionHead:
 
 
 class DecisionAccumulator:
-    """Collects per-batch `Decided` results; `result()` concatenates them in order."""
+    """Collects per-batch `Decided` results in compact arrays, in order.
 
-    def __init__(self) -> None:
-        self._parts: list[Decided] = []
+    These are the only per-sample state an audit keeps, so they are stored small: class
+    indices in the narrowest integer type that holds them, scores and margins as float32
+    (enough for scores that came from float32 outputs). With `expected` (the sample count, when
+    known) the arrays are allocated once and `result()` makes no copy.
+    """
+
+    def __init__(self, expected: int | None = None) -> None:
+        self._expected = expected
+        self._arrays: dict[str, np.ndarray] = {}
+        self._filled = 0
+        self._num_classes: int | None = None
+
+    @staticmethod
+    def _compact(name: str, values: np.ndarray, num_classes: int | None) -> np.ndarray:
+        if name in ("score", "margin"):
+            return values.astype(np.float32, copy=False)
+        if values.dtype.kind in "iu" and num_classes is not None:
+            return values.astype(np.min_scalar_type(-max(num_classes, 1)), copy=False)
+        return values
 
     def update(self, decided: Decided) -> None:
-        self._parts.append(decided)
+        if decided.num_classes is not None:
+            self._num_classes = max(self._num_classes or 0, decided.num_classes)
+        n = len(decided)
+        parts = {"decision": decided.decision, "score": decided.score, "margin": decided.margin}
+        for name, values in parts.items():
+            values = self._compact(name, np.asarray(values), decided.num_classes)
+            array = self._arrays.get(name)
+            if array is None:
+                capacity = max(self._expected or 0, n, 1024)
+                array = np.empty((capacity, *values.shape[1:]), dtype=values.dtype)
+            elif values.dtype != array.dtype:
+                array = array.astype(np.promote_types(array.dtype, values.dtype))
+            if self._filled + n > len(array):  # unknown or wrong count: grow geometrically
+                grown = np.empty((max(2 * len(array), self._filled + n), *array.shape[1:]),
+                                 dtype=array.dtype)
+                grown[: self._filled] = array[: self._filled]
+                array = grown
+            array[self._filled : self._filled + n] = values
+            self._arrays[name] = array
+        self._filled += n
 
     def result(self) -> Decided:
-        joined = Decided.concat(self._parts)
-        self._parts = [joined]  # keep one array, not many small ones
-        return joined
+        if not self._arrays:
+            return Decided.concat([])
+        return Decided(
+            decision=self._arrays["decision"][: self._filled],
+            score=self._arrays["score"][: self._filled],
+            margin=self._arrays["margin"][: self._filled],
+            num_classes=self._num_classes,
+        )
