@@ -46,7 +46,11 @@ from typing import Any
 import numpy as np
 
 FEATURES = 64
-HIDDEN = 256
+# Two tabular MLPs: "small" is so cheap (about 1 ms per batch of 1024) that the fixed cost of
+# starting one worker process per backend (a fresh interpreter importing its runtime, about
+# 0.15-0.3 s) outweighs all its inference; "medium" is a more typical deployed tabular network;
+# "large" shows where the fixed cost stops mattering.
+MODELS = {"small": (256, 256), "medium": (1024, 1024, 512), "large": (2048, 2048, 1024)}
 REFERENCE = "ort:cpu"
 # Both sides FP32: on CPUs with native BF16 (AVX512_BF16 / AMX) OpenVINO's CPU plugin runs FP32
 # models in BF16 unless told otherwise, which would compare two different computations.
@@ -87,8 +91,12 @@ def print_header() -> None:
           f"openvino {openvino.get_version()}, modelparity {modelparity.__version__}")
 
 
-def build_model(path: str, seed: int = 0) -> None:
-    """x float32 [batch, 64] -> 256 -> Relu -> 256 -> Relu -> 1 -> Sigmoid, seeded weights."""
+def describe_model(hidden: tuple[int, ...]) -> str:
+    return f"MLP {' -> '.join(str(n) for n in (FEATURES, *hidden, 1))}, Relu, Sigmoid"
+
+
+def build_model(path: str, hidden: tuple[int, ...], seed: int = 0) -> None:
+    """x float32 [batch, 64] -> hidden layers with Relu -> 1 -> Sigmoid, seeded weights."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -99,18 +107,19 @@ def build_model(path: str, seed: int = 0) -> None:
         b = (rng.standard_normal(fan_out) * 0.1).astype(np.float32)
         return [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")]
 
-    inits = dense("fc1", FEATURES, HIDDEN) + dense("fc2", HIDDEN, HIDDEN) + dense("fc3", HIDDEN, 1)
-    nodes = [
-        helper.make_node("MatMul", ["x", "fc1.w"], ["h1"]),
-        helper.make_node("Add", ["h1", "fc1.b"], ["h1b"]),
-        helper.make_node("Relu", ["h1b"], ["a1"]),
-        helper.make_node("MatMul", ["a1", "fc2.w"], ["h2"]),
-        helper.make_node("Add", ["h2", "fc2.b"], ["h2b"]),
-        helper.make_node("Relu", ["h2b"], ["a2"]),
-        helper.make_node("MatMul", ["a2", "fc3.w"], ["h3"]),
-        helper.make_node("Add", ["h3", "fc3.b"], ["logit"]),
-        helper.make_node("Sigmoid", ["logit"], ["prob"]),
-    ]
+    inits: list[Any] = []
+    nodes: list[Any] = []
+    previous, width = "x", FEATURES
+    for layer, size in enumerate((*hidden, 1), start=1):
+        name = f"fc{layer}"
+        inits += dense(name, width, size)
+        nodes.append(helper.make_node("MatMul", [previous, f"{name}.w"], [f"{name}.mm"]))
+        nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.b"], [f"{name}.out"]))
+        previous, width = f"{name}.out", size
+        if layer <= len(hidden):
+            nodes.append(helper.make_node("Relu", [previous], [f"{name}.act"]))
+            previous = f"{name}.act"
+    nodes.append(helper.make_node("Sigmoid", [previous], ["prob"]))
     graph = helper.make_graph(
         nodes, "tabular_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
@@ -404,17 +413,20 @@ def main(argv: list[str] | None = None) -> int:
     import modelparity.api  # noqa: F401 - imported once, like the runtimes, before timing
     print(f"  imports      modelparity.api {time.perf_counter() - t0:.2f} s in this process "
           f"(once, not timed below; workers import their runtime each time)")
-    print(f"  model        MLP {FEATURES} -> {HIDDEN} -> {HIDDEN} -> 1, Relu, Sigmoid "
-          f"(FP32, built in code); task binary; batch size {args.batch_size}; "
-          f"warm-up {WARMUP}")
+    for name, hidden in MODELS.items():
+        print(f"  model {name:<7}{describe_model(hidden)} (FP32, built in code)")
+    print(f"  task         binary; batch size {args.batch_size}; warm-up {WARMUP}")
     print(f"  backends     reference {REFERENCE}, candidate {CANDIDATE_F32}\n"
           f"               (INFERENCE_PRECISION_HINT=f32: both sides compute in FP32; without it "
           f"OpenVINO's CPU\n               plugin picks BF16 on CPUs with AVX512_BF16/AMX, a "
           f"different computation)")
 
     with tempfile.TemporaryDirectory(prefix="modelparity-bench-") as tmp:
-        model_path = os.path.join(tmp, "mlp.onnx")
-        build_model(model_path)
+        model_paths = {}
+        for name, hidden in MODELS.items():
+            model_paths[name] = os.path.join(tmp, f"mlp_{name}.onnx")
+            build_model(model_paths[name], hidden)
+        model_path = model_paths["medium"]
         data_path = os.path.join(tmp, f"x_{args.samples}.npy")
         write_data(data_path, args.samples)
         x = np.load(data_path)
@@ -423,13 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         candidates = [CANDIDATE_F32]
         if not args.no_default_precision:
             candidates.append(CANDIDATE_DEFAULT)
-        ratios: dict[str, float] = {}
-        for candidate in candidates:
-            print(f"\n== time: audit vs plain loops, {args.samples} samples, "
-                  f"{len(batches)} batches, {REFERENCE} + {candidate}")
-            ratios[candidate] = overhead(model_path, data_path, candidate, args.batch_size,
-                                         args.repeats, batches)
-            print(f"  overhead ratio ({candidate}): {ratios[candidate]:.2f}")
+        ratios: dict[tuple[str, str], float] = {}
+        for name in MODELS:
+            for candidate in candidates:
+                print(f"\n== time, {name} model: audit vs plain loops, {args.samples} samples, "
+                      f"{len(batches)} batches, {REFERENCE} + {candidate}")
+                ratio = overhead(model_paths[name], data_path, candidate, args.batch_size,
+                                 args.repeats, batches)
+                ratios[name, candidate] = ratio
+                print(f"  overhead ratio ({name} model, {candidate}): {ratio:.2f}")
         del x, batches
 
         rss: dict[int, dict[str, Any]] = {}
@@ -460,9 +474,9 @@ def main(argv: list[str] | None = None) -> int:
 
     small, large = args.samples, args.rss_samples
     print(f"\n== summary (total {time.perf_counter() - started:.0f} s)")
-    for candidate, ratio in ratios.items():
-        label = "" if candidate == CANDIDATE_F32 else f" [{candidate}, for information]"
-        print(f"overhead ratio (audit / plain loops){label}: {ratio:.2f}  target <= "
+    for (name, candidate), ratio in ratios.items():
+        label = f"{name} model, {candidate}"
+        print(f"overhead ratio (audit / plain loops) [{label}]: {ratio:.2f}  target <= "
               f"{TIME_TARGET}  {_verdict(ratio, TIME_TARGET)}")
     if rss:
         for key, what in (("parent_kib", "audit process"), ("worker_kib", "largest worker")):

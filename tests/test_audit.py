@@ -271,3 +271,17 @@ def test_pytorch_model_runs_the_same_weights_everywhere(tmp_path, monkeypatch):
     assert torch_run.precision == "float32"
     assert torch_run.errors["output"].max_abs < 1e-5  # unseeded factory: only shared weights agree
     assert torch_run.flips.count == 0
+
+
+def test_nan_outputs_are_counted_and_flip(models, data_files):
+    entry = models["binary"]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(entry["path"], providers=["CPUExecutionProvider"])
+    positive = int(np.flatnonzero(session.run(None, {"x": entry["x"]})[0][:, 0] > 0.5)[0])
+    result = audit(entry["path"], [planted(rows=positive, nudge="nan")],
+                   data_files["binary"]["data"], warmup=0)
+    candidate = result.candidates[0]
+    assert candidate.errors["prob"].nan_mismatch == 1
+    assert candidate.errors["prob"].count == len(entry["x"]) - 1  # NaN pairs left out of stats
+    assert candidate.flips.index.tolist() == [positive]

@@ -24,8 +24,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# A pipe or a CI log gets 120 columns rather than rich's 80, so the tables stay readable.
-console = Console(width=None if sys.stdout.isatty() else 120)
+# A pipe or a CI log gets 130 columns rather than rich's 80, so the tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 130)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 EXIT_OK, EXIT_ERROR = 0, 2
 

@@ -11,6 +11,9 @@ from rich.text import Text
 
 from modelparity.result import AuditResult, BackendResult
 
+SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
+         "recall_macro": "rec", "f1_macro": "f1", "top1_accuracy": "top1", "topk_accuracy": "topk",
+         "subset_accuracy": "subset acc", "hamming_loss": "hamming"}
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
 
 
@@ -24,7 +27,8 @@ def _metric_changes(result: BackendResult) -> str:
     if not result.metric_deltas:
         return "-"
     # percentage points: a change of 3 samples in 23,329 reads +0.013pp, not +0.0001
-    changed = [f"{name} {delta * 100:+.3g}pp" for name, delta in result.metric_deltas.items()
+    changed = [f"{SHORT.get(name, name)} {delta * 100:+.2g}pp"
+               for name, delta in result.metric_deltas.items()
                if delta is not None and abs(delta) > 0]
     return ", ".join(changed) if changed else "none"
 
@@ -40,8 +44,8 @@ def summary_table(result: AuditResult) -> Table:
     table.add_column("precision\n(reported)", no_wrap=True)
     table.add_column("max abs\nerror", justify="right", no_wrap=True)
     table.add_column("flips", justify="right", no_wrap=True)
-    table.add_column("metric changes", min_width=14)
-    table.add_column("p50 / p95\nms/batch", justify="right", no_wrap=True)
+    table.add_column("metric changes", min_width=12)
+    table.add_column("p50/p95\nms/batch", justify="right", no_wrap=True)
     for backend in result.backends:
         reference = backend.role == "reference"
         status = Text("ref" if reference and backend.ok else backend.status,
@@ -57,7 +61,7 @@ def summary_table(result: AuditResult) -> Table:
             "-" if reference else _number(backend.max_abs),
             Text(flips, style="bold red" if backend.flips and backend.flips.count else ""),
             "-" if reference else _metric_changes(backend),
-            f"{latency.p50_ms:.2f} / {latency.p95_ms:.2f}" if latency else "-",
+            f"{latency.p50_ms:.2f}/{latency.p95_ms:.2f}" if latency else "-",
         )
     return table
 
@@ -120,6 +124,12 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
         if backend.error:
             console.print(Text(f"{backend.spec}: {backend.status}: {backend.error}",
                                style=STATUS_STYLE.get(backend.status, "")))
+        for name, stats in backend.errors.items():
+            if stats.nan_mismatch or stats.inf_mismatch:
+                console.print(Text(
+                    f"{backend.spec}: output '{name}' has {stats.nan_mismatch} NaN and "
+                    f"{stats.inf_mismatch} Inf value(s) where the reference differs",
+                    style="bold red"))
     parts: list[Any] = []
     if result.reference.metrics is not None:
         table = confusion_table(result, result.reference)
