@@ -114,10 +114,10 @@ def _cpu_flags() -> list[str]:
 
 def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
              reference: BackendSpec) -> str:
-    """Identifies the reference run, so --resume never mixes results of different settings."""
+    """Identifies a run's settings, so --resume never mixes results of different settings."""
     stat = os.stat(model.onnx_path)
     parts = [model.source, str(stat.st_size), str(int(stat.st_mtime)), repr(source),
-             str(batch_size), reference.text, __version__]
+             str(batch_size), repr(task), reference.text, __version__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -215,10 +215,9 @@ def audit(
                    head, config, label_values, label_name)
         saved_reference = run.saved_reference(ref_spec) if resume else None
         saved = {spec.text: run.saved(spec) for spec in cand_specs} if saved_reference else {}
-        to_run = [spec for spec in [ref_spec, *cand_specs]
-                  if spec.text not in saved or saved[spec.text] is None]
-        if saved_reference is not None:
-            to_run = [spec for spec in to_run if spec.text != ref_spec.text]
+        to_run = [spec for spec in cand_specs if saved.get(spec.text) is None]
+        if saved_reference is None:
+            to_run.insert(0, ref_spec)
         workers = run.start(to_run)
         stack.callback(lambda: [w.close() for w in workers.values()])
 

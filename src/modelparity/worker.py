@@ -2,7 +2,8 @@
 
 Started by `runner.py` as `python -m modelparity.worker <fd>`, a fresh interpreter that imports
 the runtime, so a runtime that segfaults, hangs or leaks takes only this process with it. It
-reads its job from the socket, then sends ("ready", description), waits for "go", then sends one
+reads its job from the socket, loads the model and runs the warm-up on the first batch, then sends
+("ready", description), waits for "go", then sends one
 ("batch", index, rows, outputs, seconds) per batch, and ("done", description); or, on a Python
 exception, ("error", stage, kind, message, traceback).
 """
@@ -41,15 +42,19 @@ def run_job(job: Job, conn: Connection) -> None:
     try:
         backend = create_backend(job.spec)
         backend.activate(job.model)
+        where = job.source.describe()
+        stage = "warm-up"
+        # Warm up while loading, before "ready": untimed work overlaps other workers' loading.
+        first = next(iter(job.source.batches(job.batch_size)), None)
+        if first is not None:
+            feed = conform_batch(first, job.model.signature, where)
+            for _ in range(job.warmup):
+                backend.infer(feed)
         conn.send(("ready", backend.describe()))
         conn.recv()  # "go": wait while other backends run, so timings never overlap
-        where = job.source.describe()
         for index, batch in enumerate(job.source.batches(job.batch_size)):
             stage = f"batch {index}"
             feed = conform_batch(batch, job.model.signature, where)
-            if index == 0:
-                for _ in range(job.warmup):
-                    backend.infer(feed)
             start = time.perf_counter()
             outputs = backend.infer(feed)
             seconds = time.perf_counter() - start

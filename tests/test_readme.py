@@ -1,0 +1,34 @@
+"""The README cannot rot: its Python example runs, and every option it mentions exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from modelparity.cli import app
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
+    block = re.search(r"```python\n(.*?)```", README, re.S)
+    assert block is not None
+    code = (block.group(1)
+            .replace('"model.onnx"', repr(models["binary"]["path"]))
+            .replace('"x.npz"', repr(data_files["binary"]["data"]))
+            .replace('"y.npy"', repr(data_files["binary"]["labels"])))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] in {"bfloat16", "float32", "float16"}  # read back from OpenVINO
+    assert (tmp_path / "report.json").is_file()
+
+
+def test_every_run_option_in_the_readme_exists():
+    help_text = CliRunner().invoke(app, ["run", "--help"], terminal_width=200).output
+    mentioned = set(re.findall(r"`(--[a-z][a-z-]+)", README))
+    assert mentioned, "the README names no options?"
+    missing = sorted(option for option in mentioned if option not in help_text)
+    assert not missing, f"README mentions options that `run` lacks: {missing}"
