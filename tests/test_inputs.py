@@ -254,7 +254,7 @@ def test_entry_point_errors(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     sys.modules.pop("mp_inputs_bad", None)
     error("mp_nonexistent_module:load", open_inputs, "mp_nonexistent_module:load", X30)
-    error("has no function 'nope'", open_inputs, "mp_inputs_bad:nope", X30)
+    error("has no attribute 'nope'", open_inputs, "mp_inputs_bad:nope", X30)
     msg = error("mp_inputs_bad:items", open_inputs, "mp_inputs_bad:items", X30)
     assert "expected a dict" in msg
     msg = error("mp_inputs_bad:boom", open_inputs, "mp_inputs_bad:boom", X30)

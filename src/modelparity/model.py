@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from modelparity.entrypoints import load_entry_point, looks_like_entry_point
 from modelparity.errors import ModelError
 from modelparity.signature import Dim, Signature, TensorInfo
 
@@ -52,7 +53,6 @@ FACTORY_FORM = (
     "array or tensor}) or a torch.nn.Module with an `example_inputs` dict of that form"
 )
 TORCH_INSTALL_HINT = "pip install 'modelparity[torch]'"
-_ENTRY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -208,7 +208,7 @@ def _prepare_onnx(path: str) -> PreparedModel:
 
 
 def is_entry_point(model: str) -> bool:
-    return ":" in model and not os.path.exists(model) and bool(_ENTRY_RE.match(model))
+    return not os.path.exists(model) and looks_like_entry_point(model)
 
 
 def load_factory(entry: str) -> tuple[Any, dict[str, Any]]:
@@ -217,33 +217,10 @@ def load_factory(entry: str) -> tuple[Any, dict[str, Any]]:
     Raises `ModelError` naming the entry point and the expected form. Imports torch: call it in
     a worker process only (the export child, a torch backend).
     """
-    import importlib
-
     import numpy as np
     import torch
 
-    module_name, _, attr = entry.partition(":")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        mod = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ModelError(
-                f"{entry}: cannot import module '{module_name}' (not found from {cwd}); "
-                "expected module:factory"
-            ) from None
-        raise ModelError(f"{entry}: importing '{module_name}' failed ({_exc_text(exc)})") from None
-    except Exception as exc:
-        raise ModelError(f"{entry}: importing '{module_name}' failed ({_exc_text(exc)})") from None
-    factory: Any = mod
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise ModelError(f"{entry}: module '{module_name}' has no attribute '{attr}'")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise ModelError(f"{entry}: '{attr}' is not callable; {FACTORY_FORM}")
+    factory = load_entry_point(entry, ModelError, expected=FACTORY_FORM)
     try:
         result = factory()
     except Exception as exc:

@@ -7,37 +7,22 @@ The factory is called with the spec's options as a dict of strings and returns a
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Any
 
 import numpy as np
 
 from modelparity.backends.base import Backend
+from modelparity.entrypoints import load_entry_point
 from modelparity.errors import SpecError
 from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
 
 
-def load_entry_point(entry: str, what: str) -> Any:
-    """Import `module:attribute`, looking in the current directory too."""
-    module_name, _, attribute = entry.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpecError(f"{what}: cannot import module '{module_name}' ({exc})") from None
-    if not hasattr(module, attribute):
-        raise SpecError(f"{what}: module '{module_name}' has no attribute '{attribute}'")
-    return getattr(module, attribute)
-
-
 class PythonBackend(Backend):
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
-        factory = load_entry_point(spec.target, spec.text)
+        factory = load_entry_point(spec.target, SpecError,
+                                   expected="py:module:factory returning a backend")
         self.user = factory(dict(spec.options))
         for method in ("activate", "infer"):
             if not callable(getattr(self.user, method, None)):

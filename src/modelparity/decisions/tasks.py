@@ -7,15 +7,13 @@ decision boundary (how close a sample was to flipping). Pure NumPy; no runtime, 
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from modelparity.entrypoints import load_entry_point as _load_entry_point
 from modelparity.errors import InputError
 
 KINDS = ("binary", "multiclass", "topk", "multilabel", "regression", "custom")
@@ -284,28 +282,8 @@ class RegressionHead(DecisionHead):
 
 
 def load_entry_point(spec: str, what: str = "custom task") -> Callable:
-    """Import `module:function` (dotted attributes allowed), with the working directory on the
-    path so a user's local module is found."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise InputError(f"{what}: expected 'module:function', got {spec!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(
-            f"{what}: cannot import module {module_name!r} for {spec!r}: {exc}"
-        ) from exc
-    try:
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError as exc:
-        raise InputError(f"{what}: module {module_name!r} has no {attr!r} for {spec!r}") from exc
-    if not callable(obj):
-        raise InputError(f"{what}: {spec!r} is not callable")
-    return obj
+    """The custom decision function named by `module:function`."""
+    return _load_entry_point(spec, InputError, expected=f"{what}: module:function")
 
 
 class CustomHead(DecisionHead):

@@ -10,46 +10,20 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from modelparity.entrypoints import load_entry_point
 from modelparity.errors import InputError
 from modelparity.inputs.base import Batch, conform_batch, one_line, rebatch
 from modelparity.signature import Signature
 
-ENTRY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def looks_like_entry_point(text: str) -> bool:
-    return bool(ENTRY_RE.match(text))
-
-
-def _ensure_path(directory: str) -> None:
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-
 
 def _load(spec: str, directory: str) -> Any:
-    module_name, _, func_name = spec.partition(":")
-    _ensure_path(directory)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(
-            f"{spec}: cannot import module '{module_name}' ({one_line(exc)}); expected an input "
-            f"entry point module:function importable from {directory}"
-        ) from exc
-    except Exception as exc:  # the user's module failed while importing
-        raise InputError(
-            f"{spec}: importing '{module_name}' raised {type(exc).__name__}: {one_line(exc)}"
-        ) from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise InputError(f"{spec}: module '{module_name}' has no function '{func_name}'")
-    return func
+    return load_entry_point(spec, InputError, directory=directory,
+                            expected="an input entry point module:function")
 
 
 @dataclass(frozen=True)
@@ -100,7 +74,8 @@ class EntryPointSource:
 def open_entry_point(spec: str, signature: Signature) -> EntryPointSource:
     """Check the module can be found now; it is imported (and run) only when read."""
     directory = os.getcwd()
-    _ensure_path(directory)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
     module_name = spec.partition(":")[0]
     try:
         found = importlib.util.find_spec(module_name)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from modelparity.entrypoints import looks_like_entry_point
 from modelparity.errors import InputError
 from modelparity.inputs.arrays import open_directory, open_npy, open_npz
 from modelparity.inputs.base import InputSource
-from modelparity.inputs.entrypoint import looks_like_entry_point, open_entry_point
+from modelparity.inputs.entrypoint import open_entry_point
 from modelparity.inputs.synthetic import open_synthetic
 from modelparity.inputs.tabular import open_csv, open_parquet
 from modelparity.signature import Signature
