@@ -18,7 +18,7 @@ import platform
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -266,26 +266,26 @@ def _check_label_count(labels: np.ndarray, samples: int, name: str | None) -> No
         raise InputError(f"{name}: expected {samples} labels (one per sample), got {len(labels)}")
 
 
+@dataclass
 class _Run:
     """The state one audit shares between its backends."""
 
-    def __init__(self, model: PreparedModel, source: InputSource, batch_size: int,
-                 timeout: float, warmup: int, workdir: str, key: str, progress: Progress,
-                 head: DecisionHead, task: TaskConfig, labels: np.ndarray | None,
-                 label_name: str | None) -> None:
-        self.model = model
-        self.source = source
-        self.batch_size = batch_size
-        self.timeout = timeout
-        self.warmup = warmup
-        self.workdir = workdir
-        self.key = key
-        self.progress = progress
-        self.head = head
-        self.task = task
-        self.labels = labels
-        self.label_name = label_name
-        self.samples = source.num_samples or 0
+    model: PreparedModel
+    source: InputSource
+    batch_size: int
+    timeout: float
+    warmup: int
+    workdir: str
+    key: str
+    progress: Progress
+    head: DecisionHead
+    task: TaskConfig
+    labels: np.ndarray | None
+    label_name: str | None
+
+    def __post_init__(self) -> None:
+        self.samples = self.source.num_samples or 0  # the true count once the reference ran
+        workdir = self.workdir
         os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "backends"), exist_ok=True)
 
