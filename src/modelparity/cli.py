@@ -139,8 +139,11 @@ def run(
                                                  "backend in the terminal.")] = 10,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
-    """Run MODEL on the reference and each --backend with the same inputs, and compare:
-    output errors, flipped decisions, metric changes (with --labels) and latency."""
+    """Compare MODEL on each --backend against the reference, on the same inputs.
+
+    Shows output errors, flipped decisions, metric changes (with --labels) and latency per
+    backend; --out also writes report.json. Exit code 0 when every backend ran, 2 on an error.
+    """
     from modelparity.api import audit
     from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
@@ -172,8 +175,11 @@ def demo(
         = Path("modelparity-demo"),
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
-    """Build two small models in code, run them on ONNX Runtime, PyTorch and OpenVINO (default
-    settings and FP32-pinned), and show which decisions flip. Downloads nothing."""
+    """Show silent downcasts flipping decisions, on two small models built here.
+
+    Runs them on ONNX Runtime (reference), PyTorch, OpenVINO with default settings and OpenVINO
+    pinned to FP32, and shows which decisions flip and what the fix costs. Downloads nothing.
+    """
     from modelparity.demo import run_demo
 
     try:
