@@ -56,6 +56,7 @@ REFERENCE = "ort:cpu"
 # models in BF16 unless told otherwise, which would compare two different computations.
 CANDIDATE_F32 = "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
 CANDIDATE_DEFAULT = "openvino:cpu"
+RUNTIME_PACKAGE = {"ort": "onnxruntime", "openvino": "openvino"}
 WARMUP = 3  # audit()'s default warm-up: runs of the first batch before timing
 TIME_TARGET = 1.15
 RSS_TARGET = 1.5
@@ -201,6 +202,15 @@ def plain_loop(spec: str, model_path: str, batches: list[np.ndarray]) -> tuple[f
     del infer  # free the session (and its thread pool) before the next backend runs
     gc.collect()
     return t2 - t1, t2 - t0
+
+
+def import_seconds(package: str, repeats: int = 3) -> float:
+    """What a standalone script pays to import a runtime: median over fresh interpreters."""
+    code = (f"import time; t = time.perf_counter(); import {package}; "
+            "print(time.perf_counter() - t)")
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True).stdout) for _ in range(repeats)]
+    return statistics.median(times)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,6 +390,9 @@ def overhead(model_path: str, data_path: str, candidate: str, batch_size: int,
     print(f"  (candidate precision reported: {precision}; flips vs reference: {flips})")
     ratio = audit_wall / loop_sum
     print(f"  ratio incl. session creation in the plain loops: {audit_wall / created_sum:.2f}")
+    imports = sum(import_seconds(RUNTIME_PACKAGE[s.split(":")[0]]) for s in specs)
+    print(f"  ratio against plain scripts (import {imports:.2f} s + session + loop): "
+          f"{audit_wall / (created_sum + imports):.2f}")
     # The audit's cost per batch once running (outputs streamed back, compared, accumulated),
     # against a plain loop's: what remains when the fixed start-up cost is set aside.
     n = len(batches)

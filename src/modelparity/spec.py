@@ -17,6 +17,7 @@ RUNTIMES = {
     "openvino": "OpenVINO: openvino:<device>?<PROPERTY>=<value>",
     "torch": "PyTorch eager: torch:<cpu|cuda|mps>",
     "py": "your own backend: py:<module>:<factory>?<key>=<value>",
+    "emulate": "a lower precision emulated on the CPU: emulate:<fp16|bf16|tf32|int8>",
 }
 DEFAULT_TARGET = {"ort": "cpu", "openvino": "cpu", "torch": "cpu"}
 

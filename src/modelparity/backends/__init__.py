@@ -15,6 +15,7 @@ PLUGINS = {
     "openvino": ("modelparity.backends.openvino", "openvino", "modelparity[openvino]"),
     "torch": ("modelparity.backends.torch", "torch", "modelparity[torch]"),
     "py": ("modelparity.backends.pyentry", None, None),
+    "emulate": ("modelparity.backends.emulate", "onnxruntime", "modelparity"),
 }
 
 
