@@ -466,3 +466,15 @@ def test_label_errors(tmp_path: Path) -> None:
     error("missing.npy: labels file not found", load_labels, f"{d}/missing.npy")
     (tmp_path / "junk.npy").write_bytes(b"junk")
     error("junk.npy", load_labels, f"{d}/junk.npy")
+
+
+def test_first_samples_stops_mid_batch(tmp_path: Path) -> None:
+    from modelparity.inputs import FirstSamples
+
+    data = np.arange(100 * 30, dtype=np.float32).reshape(100, 30)
+    np.save(tmp_path / "x.npy", data)
+    source = FirstSamples(open_inputs(str(tmp_path / "x.npy"), X30), 45)
+    assert source.num_samples == 45
+    batches = list(source.batches(20))
+    assert [len(b["x"]) for b in batches] == [20, 20, 5]
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), data[:45])

@@ -35,9 +35,11 @@ from modelparity.decisions import (
     metric_deltas,
 )
 from modelparity.errors import InputError, ModelParityError, SpecError
-from modelparity.inputs import InputSource, check_inputs, load_labels, open_inputs
+from modelparity.inputs import FirstSamples, InputSource, check_inputs, load_labels, open_inputs
 from modelparity.model import PreparedModel, prepare_model
 from modelparity.numerics import ErrorAccumulator
+from modelparity.numerics.roundtrip import RoundTrip, RoundTripAccumulator
+from modelparity.precision import PROFILE_BACKENDS, PROFILE_SAMPLES, precision_findings
 from modelparity.result import FAILED, SKIPPED, AuditResult, BackendResult
 from modelparity.runner import BackendFailed, BackendWorker
 from modelparity.spec import BackendSpec, parse_spec
@@ -129,6 +131,7 @@ class _Comparison:
         self.output = output
         self.errors: dict[str, ErrorAccumulator] = {}
         self.decisions = DecisionAccumulator(samples)
+        self.roundtrip = RoundTripAccumulator()
 
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         if set(candidate) != set(reference):
@@ -144,6 +147,8 @@ class _Comparison:
             if name not in self.errors:
                 self.errors[name] = ErrorAccumulator(ref.dtype)
             self.errors[name].update(ref, cand)
+            if cand.dtype.kind == "f":
+                self.roundtrip.update(cand)
         self.decisions.update(self.head.decide(candidate[self.output]))
 
 
@@ -165,6 +170,8 @@ def audit(
     out: str | None = None,
     resume: bool = False,
     allow_pickle: bool = False,
+    fingerprint: bool = True,
+    profile_samples: int = PROFILE_SAMPLES,
     progress: Progress | None = None,
 ) -> AuditResult:
     """Run `model` on the reference and every backend in `backends`, on the same inputs.
@@ -175,6 +182,9 @@ def audit(
     "multilabel", "regression", "custom") or a TaskConfig. With `out`, each backend's result is
     written there as soon as it finishes, and `resume=True` reuses finished ones.
     `allow_pickle=True` lets a .pt2 model be opened (torch.export.load unpickles parts of it).
+    With `fingerprint` (the default), the model also runs as emulated FP16, BF16, TF32 and INT8
+    and as FP32 noise on the first `profile_samples` samples, so each candidate's error profile
+    can be matched against them: `BackendResult.fingerprint` says which precision it really used.
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
@@ -213,12 +223,21 @@ def audit(
         key = _run_key(prepared, source, batch_size, config, ref_spec)
         run = _Run(prepared, source, batch_size, timeout, warmup, workdir, key, progress,
                    head, config, label_values, label_name)
+        named = {spec.text for spec in [ref_spec, *cand_specs]}
+        profile_specs = {label: parse_spec(text) for label, text in PROFILE_BACKENDS.items()
+                         if fingerprint and text not in named}
+        profile_source = FirstSamples(source, profile_samples)
         saved_reference = run.saved_reference(ref_spec) if resume else None
-        saved = {spec.text: run.saved(spec) for spec in cand_specs} if saved_reference else {}
+        saved = ({spec.text: run.saved(spec, role) for spec, role in
+                  [*((s, "candidate") for s in cand_specs),
+                   *((s, "profile") for s in profile_specs.values())]}
+                 if saved_reference else {})
         to_run = [spec for spec in cand_specs if saved.get(spec.text) is None]
         if saved_reference is None:
             to_run.insert(0, ref_spec)
         workers = run.start(to_run)
+        workers.update(run.start([spec for spec in profile_specs.values()
+                                  if saved.get(spec.text) is None], profile_source))
         stack.callback(lambda: [w.close() for w in workers.values()])
 
         ref_result, spool = saved_reference or run.reference(ref_spec, workers[ref_spec.text])
@@ -231,6 +250,21 @@ def audit(
                 candidates.append(restored)
             else:
                 candidates.append(run.candidate(spec, workers[spec.text], spool, ref_result))
+        profiles: dict[str, BackendResult] = {}
+        for label, spec in profile_specs.items():
+            restored = saved.get(spec.text)
+            if restored is not None:
+                run.findings(restored, ref_result)
+                progress.finish(spec.text, restored)
+                profiles[label] = restored
+            else:
+                profiles[label] = run.candidate(spec, workers[spec.text], spool, ref_result,
+                                                role="profile", source=profile_source)
+        for label, text in PROFILE_BACKENDS.items():  # profiles the user also named
+            for result in candidates:
+                if fingerprint and result.spec == text:
+                    profiles[label] = result
+        at_risk = precision_findings(config, ref_result, candidates, profiles)
 
         result = AuditResult(
             model={
@@ -247,6 +281,8 @@ def audit(
             reference=ref_result,
             candidates=candidates,
             environment=_environment(),
+            profiles=profiles,
+            at_risk=at_risk,
         )
         if out:
             result.save(os.path.join(out, "report.json"))
@@ -289,9 +325,9 @@ class _Run:
         os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
         os.makedirs(os.path.join(workdir, "backends"), exist_ok=True)
 
-    def _worker(self, spec: BackendSpec) -> BackendWorker:
+    def _worker(self, spec: BackendSpec, source: InputSource | None = None) -> BackendWorker:
         log = os.path.join(self.workdir, "logs", _slug(spec.text) + ".log")
-        return BackendWorker(spec, self.model, self.source, self.batch_size,
+        return BackendWorker(spec, self.model, source or self.source, self.batch_size,
                              timeout=self.timeout, warmup=self.warmup, log_path=log)
 
     def _saved_path(self, spec: BackendSpec) -> str:
@@ -303,10 +339,11 @@ class _Run:
             result.metrics = compute_metrics(self.head, self.labels, result.decided)
 
     # starting ----------------------------------------------------------------------------
-    def start(self, specs: list[BackendSpec]) -> dict[str, BackendWorker]:
+    def start(self, specs: list[BackendSpec], source: InputSource | None = None
+              ) -> dict[str, BackendWorker]:
         """Start every worker at once and wait until all have loaded their model: loading
         overlaps, and no backend's timed batches ever run beside another's loading."""
-        workers = {spec.text: self._worker(spec) for spec in specs}
+        workers = {spec.text: self._worker(spec, source) for spec in specs}
         for worker in workers.values():
             worker.start()
         for worker in workers.values():
@@ -334,10 +371,14 @@ class _Run:
         spool.begin(self.key)
         result = BackendResult(spec=spec.text, role="reference")
         decisions = DecisionAccumulator(self.source.num_samples)
+        roundtrip = RoundTripAccumulator()
         self.progress.start(spec.text, self.source.num_samples)
         try:
             for rows, outputs in worker.outputs():
                 spool.write({name: np.asarray(value) for name, value in outputs.items()})
+                for value in outputs.values():
+                    if np.asarray(value).dtype.kind == "f":
+                        roundtrip.update(np.asarray(value))
                 decisions.update(self.head.decide(np.asarray(outputs[self.task.output])))
                 self.progress.advance(spec.text, rows)
             spool.finish()
@@ -353,6 +394,7 @@ class _Run:
         if result.ok:
             result.latency = worker.latency()
             result.decided = decisions.result()
+            result.roundtrip = roundtrip.result()
             self.samples = spool.total_rows
             self._metrics(result)
             _save(result, self._saved_path(spec), self.key)
@@ -367,15 +409,19 @@ class _Run:
         return _restore(data, role, os.path.join(self.workdir, "backends"))
 
     def candidate(self, spec: BackendSpec, worker: BackendWorker, spool: OutputSpool,
-                  reference: BackendResult) -> BackendResult:
+                  reference: BackendResult, *, role: str = "candidate",
+                  source: InputSource | None = None) -> BackendResult:
+        """Compare one backend with the spooled reference; with `source` (the first samples
+        only, for profiles) it may stop before the reference's last batch."""
         if not reference.ok:
-            result = BackendResult(spec=spec.text, role="candidate", status=SKIPPED,
+            result = BackendResult(spec=spec.text, role=role, status=SKIPPED,
                                    error=f"not run: the reference {reference.spec} failed")
             self.progress.finish(spec.text, result)
             return result
-        result = BackendResult(spec=spec.text, role="candidate")
-        comparison = _Comparison(self.head, self.task.output or "", self.samples or None)
-        self.progress.start(spec.text, self.samples or None)
+        result = BackendResult(spec=spec.text, role=role)
+        expected = (source.num_samples if source else None) or self.samples or None
+        comparison = _Comparison(self.head, self.task.output or "", expected)
+        self.progress.start(spec.text, expected)
         try:
             reference_batches = spool.batches()
             for rows, outputs in worker.outputs():
@@ -385,7 +431,7 @@ class _Run:
                                         "returned more batches than the reference")
                 comparison.update(expected, outputs)
                 self.progress.advance(spec.text, rows)
-            if next(reference_batches, None) is not None:
+            if source is None and next(reference_batches, None) is not None:
                 raise BackendFailed("compare", "mismatch", "returned fewer batches than the "
                                     "reference")
         except BackendFailed as failure:
@@ -397,6 +443,7 @@ class _Run:
             result.latency = worker.latency()
             result.errors = {name: acc.result() for name, acc in comparison.errors.items()}
             result.decided = comparison.decisions.result()
+            result.roundtrip = comparison.roundtrip.result()
             self.findings(result, reference)
             _save(result, self._saved_path(spec), self.key)
         self.progress.finish(spec.text, result)
@@ -404,7 +451,12 @@ class _Run:
 
     def findings(self, result: BackendResult, reference: BackendResult) -> None:
         assert reference.decided is not None and result.decided is not None
-        result.flips = find_flips(self.head, reference.decided, result.decided)
+        decided = reference.decided
+        if len(result.decided) < len(decided):  # a profile, run on the first samples only
+            decided = decided.head(len(result.decided))
+        result.flips = find_flips(self.head, decided, result.decided)
+        if result.role == "profile":
+            return
         self._metrics(result)
         if result.metrics is not None and reference.metrics is not None:
             result.metric_deltas = metric_deltas(reference.metrics, result.metrics)
@@ -422,6 +474,8 @@ def _mark_failed(result: BackendResult, failure: BackendFailed) -> None:
 def _save(result: BackendResult, path: str, key: str) -> None:
     data = result.to_dict()
     data["run_key"] = key
+    if result.roundtrip is not None:
+        data["roundtrip_counts"] = result.roundtrip.to_counts()
     assert result.decided is not None
     np.savez(path[:-5] + ".npz", decision=result.decided.decision, score=result.decided.score,
              margin=result.decided.margin,
@@ -459,5 +513,7 @@ def _restore(data: dict[str, Any], role: str, folder: str) -> BackendResult:
         result.latency = Latency(**data["latency"])
     result.errors = {name: ErrorStats.from_dict(stats)
                      for name, stats in (data.get("errors") or {}).items()}
+    if data.get("roundtrip_counts"):
+        result.roundtrip = RoundTrip.from_counts(data["roundtrip_counts"])
     result.description["resumed"] = True
     return result

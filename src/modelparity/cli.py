@@ -202,6 +202,37 @@ def version() -> None:
             console.print(f"{package} not installed")
 
 
+@app.command(context_settings={"ignore_unknown_options": True})
+def fp(
+    value: Annotated[str, typer.Argument(
+        help="The number to look at, usually a decision threshold such as 0.5 (negative "
+             "numbers and hex floats such as 0x1.8p-1 work too).")],
+    formats: Annotated[str, typer.Option(
+        help="Comma-separated float formats: fp32, fp16, bf16, tf32, fp8_e5m2 (aliases "
+             "float32, float16, half, bfloat16, tfloat32).")] = "fp32,fp16,bf16,tf32",
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Show how VALUE is stored in FP32, FP16, BF16 and TF32, and which scores flip.
+
+    Per format: the nearest representable number, its neighbours, the gaps
+    to them, the numbers that round onto it, and the flip band: the scores
+    whose decision 'score > VALUE' changes when a runtime silently returns
+    the score in that format. Needs no model. Exit code 2 on a bad value.
+    """
+    from modelparity.numerics.floats import describe_value
+    from modelparity.report.floats import render_float_views
+
+    try:
+        try:
+            number = float.fromhex(value) if "0x" in value.lower() else float(value)
+        except ValueError:
+            raise ModelParityError(f"VALUE {value}: expected a number such as 0.5") from None
+        views = describe_value(number, [name for name in formats.split(",") if name.strip()])
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    render_float_views(views, console)
+
+
 def main() -> None:
     sys.exit(app())
 

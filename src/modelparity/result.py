@@ -15,9 +15,12 @@ import numpy as np
 
 from modelparity.decisions import Decided, Flips, Metrics
 from modelparity.numerics import ErrorStats
+from modelparity.numerics.fingerprint import Fingerprint
+from modelparity.numerics.risk import AtRisk
+from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.runner import Latency
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -52,6 +55,9 @@ class BackendResult:
     metrics: Metrics | None = None
     metric_deltas: dict[str, float] | None = None
     decided: Decided | None = None  # per-sample decisions (kept in memory, not in report.json)
+    roundtrip: RoundTrip | None = None  # how many output values survive FP16/BF16/TF32 trips
+    fingerprint: Fingerprint | None = None  # the precision it really used, with the evidence
+    at_risk_flips: dict[str, Any] | None = None  # its flips that were predicted at risk
 
     @property
     def ok(self) -> bool:
@@ -61,6 +67,11 @@ class BackendResult:
     def max_abs(self) -> float | None:
         values = [s.max_abs for s in self.errors.values()]
         return max(values) if values else None
+
+    @property
+    def measured_precision(self) -> str | None:
+        """The precision the fingerprint infers from the outputs."""
+        return self.fingerprint.verdict if self.fingerprint else None
 
     @property
     def precision(self) -> str | None:
@@ -86,6 +97,8 @@ class BackendResult:
             },
             "metrics": self.metrics.to_dict() if self.metrics else None,
             "metric_deltas": self.metric_deltas,
+            "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None,
+            "at_risk_flips": self.at_risk_flips,
         })
 
 
@@ -98,6 +111,8 @@ class AuditResult:
     reference: BackendResult
     candidates: list[BackendResult]
     environment: dict[str, Any]
+    profiles: dict[str, BackendResult] = field(default_factory=dict)  # label -> emulation/noise
+    at_risk: list[AtRisk] = field(default_factory=list)
 
     @property
     def backends(self) -> list[BackendResult]:
@@ -129,6 +144,8 @@ class AuditResult:
             "environment": self.environment,
             "reference": self.reference.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
+            "profiles": {label: p.to_dict() for label, p in self.profiles.items()},
+            "at_risk": [a.to_dict() for a in self.at_risk],
         })
 
     def save(self, path: str) -> str:

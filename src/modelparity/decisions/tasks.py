@@ -76,6 +76,10 @@ class Decided:
     def __len__(self) -> int:
         return int(self.decision.shape[0])
 
+    def head(self, n: int) -> Decided:
+        """The first n samples (profiles run on the first samples of the data only)."""
+        return Decided(self.decision[:n], self.score[:n], self.margin[:n], self.num_classes)
+
     @staticmethod
     def concat(parts: list[Decided]) -> Decided:
         """Join batches in order; an empty list gives an empty result."""

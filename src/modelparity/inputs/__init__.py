@@ -6,7 +6,13 @@ data in chunks so memory does not grow with the data set. No ML runtime is impor
 """
 
 from modelparity.inputs.arrays import DirectorySource, NpySource, NpzSource
-from modelparity.inputs.base import InputSource, check_inputs, conform_batch, rebatch
+from modelparity.inputs.base import (
+    FirstSamples,
+    InputSource,
+    check_inputs,
+    conform_batch,
+    rebatch,
+)
 from modelparity.inputs.entrypoint import EntryPointSource
 from modelparity.inputs.labels import load_labels
 from modelparity.inputs.sources import open_inputs
@@ -17,6 +23,7 @@ __all__ = [
     "CsvSource",
     "DirectorySource",
     "EntryPointSource",
+    "FirstSamples",
     "InputSource",
     "NpySource",
     "NpzSource",

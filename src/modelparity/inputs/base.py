@@ -8,6 +8,7 @@ which arrays a model input accepts, so every source reports mismatches in the sa
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -223,3 +224,29 @@ def check_inputs(source: InputSource, signature: Signature, batch_size: int) -> 
     if first is None or _rows(first) == 0:
         raise InputError(f"{source.describe()}: no samples (expected at least one)")
     conform_batch(first, signature, source.describe())
+
+
+@dataclass(frozen=True)
+class FirstSamples:
+    """The first `limit` samples of another source: an error profile needs a sample of the
+    data, not all of it, so reference profiles (emulations, FP32 noise) are run on this."""
+
+    source: InputSource
+    limit: int
+
+    @property
+    def num_samples(self) -> int | None:
+        total = self.source.num_samples
+        return self.limit if total is None else min(total, self.limit)
+
+    def describe(self) -> str:
+        return f"first {self.limit} samples of {self.source.describe()}"
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        left = self.limit
+        for batch in self.source.batches(batch_size):
+            if left <= 0:
+                return
+            rows = _rows(batch)
+            yield batch if rows <= left else {k: v[:left] for k, v in batch.items()}
+            left -= rows

@@ -33,15 +33,27 @@ def _metric_changes(result: BackendResult) -> str:
     return ", ".join(changed) if changed else "none"
 
 
-def _precision(result: BackendResult) -> str:
-    return result.precision or "-"
+SHORT_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "tfloat32": "tf32",
+                   "f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+
+
+def _precision(result: BackendResult) -> Text:
+    """What the runtime says it ran / what the outputs say it ran (with the confidence)."""
+    reported = SHORT_PRECISION.get(result.precision or "", result.precision or "-")
+    fingerprint = result.fingerprint
+    if fingerprint is None:
+        return Text(reported)
+    measured = f"{fingerprint.verdict} {fingerprint.confidence:.2f}"
+    style = "" if fingerprint.verdict == "fp32" else "bold red"
+    disagree = reported not in ("-", fingerprint.verdict)
+    return Text.assemble(reported, " / ", (measured, style), ("  !" if disagree else "", "bold"))
 
 
 def summary_table(result: AuditResult) -> Table:
     table = Table(title="every backend against the reference", title_justify="left")
     table.add_column("backend", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("precision\n(reported)", no_wrap=True)
+    table.add_column("precision\nreported / measured", no_wrap=True)
     table.add_column("max abs\nerror", justify="right", no_wrap=True)
     table.add_column("flips", justify="right", no_wrap=True)
     table.add_column("metric changes", min_width=12)
@@ -116,6 +128,43 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
     return table
 
 
+def profiles_table(result: AuditResult) -> Table | None:
+    """What the same model does in each precision: the yardsticks, and the at-risk counts."""
+    if not result.profiles and not result.at_risk:
+        return None
+    samples = max((len(p.decided) for p in result.profiles.values() if p.decided is not None),
+                  default=0)
+    table = Table(title=f"the same model in each precision (emulated on the first {samples} "
+                        "samples; at risk: reference samples near the boundary)",
+                  title_justify="left")
+    for column in ("precision", "backend", "max abs error", "flips", "at risk: format band",
+                   "at risk: error scale"):
+        table.add_column(column, justify="left" if column in ("precision", "backend")
+                         else "right")
+    risks = {(r.precision, r.method): r for r in result.at_risk}
+    labels = list(dict.fromkeys([*result.profiles, *(r.precision for r in result.at_risk)]))
+    for label in labels:
+        profile = result.profiles.get(label)
+        band = risks.get((label, "format"))
+        scale = risks.get((label, "error"))
+        scale_text = "-"
+        if scale is not None:
+            scale_text = f"{scale.count} / {scale.total}"
+            if scale.flips_total:
+                scale_text += f" (has {scale.flips_covered} of its {scale.flips_total} flips)"
+        table.add_row(
+            label + (" noise" if label == "fp32" else ""),
+            profile.spec if profile else "-",
+            _number(profile.max_abs) if profile and profile.ok else (profile.status if profile
+                                                                    else "-"),
+            f"{profile.flips.count} / {profile.flips.total}" if profile and profile.flips
+            else "-",
+            f"{band.count} / {band.total}" if band else "-",
+            scale_text,
+        )
+    return table
+
+
 def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> None:
     console.print(Text(f"model: {result.model['source']}   inputs: {result.inputs['source']}"
                        f"   task: {result.task['kind']} on '{result.task['output']}'", style="dim"))
@@ -130,6 +179,21 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
                     f"{backend.spec}: output '{name}' has {stats.nan_mismatch} NaN and "
                     f"{stats.inf_mismatch} Inf value(s) where the reference differs",
                     style="bold red"))
+    for backend in result.candidates:
+        if backend.fingerprint is not None:
+            console.print(Text.assemble((f"{backend.spec}: ", "bold"),
+                                        backend.fingerprint.evidence))
+            if backend.fingerprint.roundtrip is not None:
+                console.print(Text(f"    round trip: {backend.fingerprint.roundtrip.text}",
+                                   style="dim"))
+        if backend.at_risk_flips:
+            risk = backend.at_risk_flips
+            console.print(Text(
+                f"    {risk['flips_in_at_risk_set']} of its {risk['flips']} flips were among the "
+                f"samples predicted at risk for {risk['precision']}", style="dim"))
+    profiles = profiles_table(result)
+    if profiles is not None:
+        console.print(profiles)
     parts: list[Any] = []
     if result.reference.metrics is not None:
         table = confusion_table(result, result.reference)

@@ -1,0 +1,106 @@
+"""Backends with a known true precision for bench/fingerprint.py, built independently of
+modelparity's own emulations (which serve as the yardsticks), loaded as `py:` backends.
+
+- torch_tf32: the PyTorch model with the inputs and weights of every Linear/Conv (and the GRU's
+  weights and input) rounded to TF32 (10 explicit mantissa bits) by hooks; FP32 accumulation.
+  PyTorch's kernels, not ONNX Runtime's, so it is not the emulation run again. The GRU's
+  hidden-state matmuls are not rounded (a hook cannot reach inside nn.GRU).
+- ort_static_int8: ONNX Runtime static QDQ quantization calibrated on uniform [-1, 1] inputs,
+  a different scheme from the dynamic quantization `emulate:int8` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def _round_tf32(tensor: Any) -> Any:
+    import torch
+
+    bits = tensor.detach().contiguous().view(torch.int32)
+    # round to nearest even on the 13 dropped mantissa bits
+    rounded = (bits + 0x0FFF + ((bits >> 13) & 1)) & ~0x1FFF
+    return rounded.view(torch.float32)
+
+
+class TorchTF32:
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+
+    def activate(self, model: Any) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from modelparity.model import load_factory
+
+        source = model.torch_source
+        self.module, _ = load_factory(source.entry)
+        self.module.load_state_dict(load_file(source.weights), strict=True)
+        self.module.eval()
+        self.names = source.input_names
+        self.outputs = source.output_names
+        with torch.no_grad():
+            for layer in self.module.modules():
+                if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GRU,
+                                      torch.nn.MultiheadAttention)):
+                    for parameter in layer.parameters(recurse=False):
+                        if parameter.dim() > 1:  # weights, not biases
+                            parameter.copy_(_round_tf32(parameter))
+                    layer.register_forward_pre_hook(
+                        lambda _m, args: tuple(_round_tf32(a) if torch.is_tensor(a) else a
+                                               for a in args))
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(*(torch.from_numpy(feed[n]) for n in self.names))
+        return {self.outputs[0]: out.numpy()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": {"reported": "tfloat32", "source": "bench: torch with TF32 hooks"}}
+
+
+class OrtStaticInt8:
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+
+    def activate(self, model: Any) -> None:
+        import onnxruntime as ort
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+        signature = model.signature.inputs
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                rng = np.random.default_rng(123)
+                self.batches = iter([
+                    {i.name: rng.uniform(-1, 1, size=(32, *[d for d in i.shape[1:]]))
+                     .astype(np.float32) for i in signature} for _ in range(8)])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.batches, None)
+
+        self.folder = tempfile.mkdtemp(prefix="bench-int8-")
+        path = os.path.join(self.folder, "int8.onnx")
+        quantize_static(model.onnx_path, path, Reader(), quant_format=QuantFormat.QDQ)
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, feed), strict=True))
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": {"reported": "int8", "source": "bench: ORT static QDQ int8"}}
+
+
+def torch_tf32(options: dict[str, str]) -> TorchTF32:
+    return TorchTF32(options)
+
+
+def ort_static_int8(options: dict[str, str]) -> OrtStaticInt8:
+    return OrtStaticInt8(options)

@@ -1,0 +1,434 @@
+"""ONNX graph rewrites that make ONNX Runtime's CPU provider compute an FP32 model *as if* in a
+lower precision, with FP32 inputs and outputs.
+
+Storage formats (`emulate_storage(model, "fp16" | "bf16")`): every FLOAT tensor is rounded to the
+format between ops: initializers (rounded here, with NumPy), graph inputs and every node output
+(rounded in the graph). Each op then computes in FP32 on rounded values and its result is rounded
+again before anyone reads it, which is what a runtime that *stores* weights and activations in
+FP16/BF16 does (CoreML's NeuralNetwork format on the Mac GPU, OpenVINO's BF16 inference
+precision). FP16's range is reproduced too: |x| > 65504 becomes inf, as a BatchNorm variance
+does in a real FP16 model.
+
+- fp16 rounds with `Cast(to=FLOAT16)` then `Cast(to=FLOAT)`; ONNX Runtime's CPU Cast is
+  round-to-nearest-even, bit-identical to NumPy's `astype(np.float16)` (subnormals included).
+- bf16 rounds with `Cast(to=BFLOAT16)` then `Cast(to=FLOAT)` when the model's opset is >= 13
+  (ORT's CPU Cast to/from BFLOAT16 exists and is round-to-nearest-even, bit-identical to
+  `round_mantissa(x, 7)`), and with an arithmetic split (below) for older opsets.
+
+TF32 (`emulate_tf32(model)`): only the multiplicands of MatMul, Gemm, Conv, ConvTranspose and
+Einsum (all float operands of Einsum; A and B of MatMul/Gemm; X and W of the convolutions; not
+Gemm's C or a convolution's bias) are rounded to 10 mantissa bits with the FP32 exponent range;
+products are accumulated in FP32 as NVIDIA tensor cores do, and everything else stays FP32.
+Weights are rounded here with NumPy; activations in the graph with a Veltkamp split: with
+F = 2^(23 - bits) + 1, `c = x * F; hi = c - (c - x)` is x rounded to nearest-even on `bits`
+mantissa bits in plain FP32 arithmetic (ORT's graph optimizations neither fold nor fuse it:
+checked bit for bit at ORT_ENABLE_ALL, so session options stay at their defaults).
+
+What this does NOT reproduce:
+- rounding *inside* an op: FP16 accumulation in a kernel (a MatMul summing in FP16), FP16
+  transcendental approximations, or a runtime that fuses several ONNX ops into one kernel and
+  so skips the rounding between them; each ONNX op here computes in FP32 and is rounded once.
+- TF32 hardware that truncates instead of rounding to nearest-even.
+- subgraphs (If/Loop/Scan bodies) and model-local function bodies are not rewritten; their
+  outputs, seen from the parent graph, are rounded.
+- tensors whose type ONNX shape inference cannot tell (outputs of custom-domain ops it does not
+  know) are left unrounded; they are counted in `Rewrite.untyped`.
+- the Veltkamp split (TF32 activations, BF16 on opsets < 13) leaves |x| >= FLT_MAX / F
+  unrounded (about 5.2e33 for bf16, 4.2e34 for tf32, where x * F would overflow; a Where keeps x
+  there), and rounds FP32 subnormals (|x| < 1.18e-38) on a finer grid than the format's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FORMATS = ("fp16", "bf16", "tf32")
+#: Stored mantissa bits (without the implicit leading bit) of each emulated format.
+MANTISSA_BITS = {"fp16": 10, "bf16": 7, "tf32": 10}
+#: Ops whose multiplicands a TF32 unit rounds, and which of their inputs those are (None: all).
+TF32_OPERANDS: dict[str, tuple[int, ...] | None] = {
+    "MatMul": (0, 1),
+    "Gemm": (0, 1),
+    "Conv": (0, 1),
+    "ConvTranspose": (0, 1),
+    "Einsum": None,
+}
+#: Ops whose float outputs hold only values found in their float inputs (or their negation, or
+#: small integers): when every float input is already on the format's grid, so is the output,
+#: and rounding it again would be a no-op costing two passes over the tensor.
+VALUE_PRESERVING = frozenset({
+    "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split",
+    "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "MaxPool", "ReduceMax",
+    "ReduceMin", "Max", "Min", "Relu", "Neg", "Abs", "DepthToSpace", "SpaceToDepth", "Where",
+    "TopK", "Compress", "ReverseSequence", "Floor", "Ceil",
+    "Round", "Sign", "Pad", "Clip",
+})
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+_LARGE_CONSTANT = 1 << 20  # bytes: Constant tensors above this are emptied in the type skeleton
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy rounding (weights, and the reference the graph rewrite is tested against)
+
+
+def round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
+    """Round FP32 values to `bits` stored mantissa bits, nearest-even, FP32 exponent range.
+
+    Bit manipulation on the FP32 encoding, so subnormals and overflow to inf behave as in a
+    hardware conversion (7 bits: BF16, 10 bits: TF32). NaN and inf are returned unchanged.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    drop = 23 - bits
+    if drop <= 0:
+        return x.copy()
+    raw = x.view(np.uint32).astype(np.uint64)
+    raw = raw + ((1 << (drop - 1)) - 1) + ((raw >> drop) & 1)
+    raw = (raw >> drop) << drop
+    out = (raw & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(x), out, x)
+
+
+def round_fp16(x: np.ndarray) -> np.ndarray:
+    """FP32 -> FP16 -> FP32, nearest-even, overflow to inf (exactly ORT's Cast pair)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
+def round_to(fmt: str, x: np.ndarray) -> np.ndarray:
+    """Round FP32 values as the format `fmt` ("fp16", "bf16", "tf32") stores them."""
+    if fmt == "fp16":
+        return round_fp16(x)
+    return round_mantissa(x, MANTISSA_BITS[fmt])
+
+
+# --------------------------------------------------------------------------------------------
+# Tensor types
+
+
+def _skeleton(model: Any) -> Any:
+    """A copy of `model` without weight data (initializers become typed graph inputs), so that
+    shape inference runs on models of any size without copying their weights."""
+    import onnx
+    from onnx import helper
+
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    graph = model.graph
+    sg = skel.graph
+    sg.name = graph.name
+    sg.input.extend(graph.input)
+    sg.output.extend(graph.output)
+    sg.value_info.extend(graph.value_info)
+    declared = {v.name for v in graph.input}
+    for init in graph.initializer:
+        if init.name not in declared:
+            sg.input.append(helper.make_tensor_value_info(init.name, init.data_type, init.dims))
+    for sparse in graph.sparse_initializer:
+        values = sparse.values
+        if values.name not in declared:
+            sg.input.append(
+                helper.make_tensor_value_info(values.name, values.data_type, sparse.dims)
+            )
+    sg.node.extend(graph.node)
+    for node in sg.node:
+        if node.op_type != "Constant":
+            continue
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.ByteSize() > _LARGE_CONSTANT:
+                dims, dtype = list(attr.t.dims), attr.t.data_type
+                attr.t.Clear()
+                attr.t.dims.extend(dims)
+                attr.t.data_type = dtype
+    return skel
+
+
+def tensor_types(model: Any) -> dict[str, int]:
+    """Element type (onnx.TensorProto enum) of every tensor of the main graph whose type ONNX
+    shape inference can tell: inputs, initializers, node outputs, graph outputs."""
+    from onnx import shape_inference
+
+    types: dict[str, int] = {}
+
+    def note(values: Any) -> None:
+        for v in values:
+            if v.type.WhichOneof("value") == "tensor_type" and v.type.tensor_type.elem_type:
+                types[v.name] = v.type.tensor_type.elem_type
+
+    try:
+        inferred = shape_inference.infer_shapes(_skeleton(model), strict_mode=False)
+        note(inferred.graph.value_info)
+        note(inferred.graph.output)
+    except Exception:  # unknown opsets, broken shapes: keep what the file declares
+        pass
+    note(model.graph.value_info)
+    note(model.graph.output)
+    note(model.graph.input)
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+# --------------------------------------------------------------------------------------------
+# Graph building blocks
+
+
+@dataclass
+class Rewrite:
+    """What a rewrite did: the numbers `describe()` reports."""
+
+    fmt: str
+    rounded_tensors: int = 0  # tensors rounded: initializers, graph inputs, node outputs/operands
+    nodes: int = 0  # original nodes whose outputs (fp16/bf16) or operands (tf32) are rounded
+    added_nodes: int = 0  # nodes the rewrite inserted
+    untyped: int = 0  # node outputs of unknown type, left unrounded
+    method: str = ""  # how the graph rounds ("Cast", "Veltkamp split")
+
+
+def default_opset(model: Any) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 1
+
+
+def _all_names(model: Any) -> set[str]:
+    graph = model.graph
+    names = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names |= {v.name for v in graph.value_info} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names
+
+
+def _unique_prefix(model: Any) -> str:
+    names = _all_names(model)
+    prefix = "mp_emul"
+    while any(n.startswith(prefix) for n in names):
+        prefix += "_"
+    return prefix + "/"
+
+
+class _Rounder:
+    """Emits the nodes that round one FP32 tensor in the graph."""
+
+    def __init__(self, model: Any, fmt: str, prefix: str, *, use_cast: bool) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.helper = helper
+        self.fmt = fmt
+        self.prefix = prefix
+        self.counter = 0
+        self.use_cast = use_cast
+        self.to = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}.get(fmt)
+        self.method = "Cast" if use_cast else "Veltkamp split"
+        if not use_cast:
+            drop = 23 - MANTISSA_BITS[fmt]
+            split = np.float32(2**drop + 1)
+            limit = np.float32(np.finfo(np.float32).max / np.float64(split))
+            self.split = prefix + "veltkamp_split"
+            self.limit = prefix + "veltkamp_limit"
+            model.graph.initializer.extend([
+                numpy_helper.from_array(np.array(split, np.float32), self.split),
+                numpy_helper.from_array(np.array(limit, np.float32), self.limit),
+            ])
+
+    def fresh(self, what: str) -> str:
+        self.counter += 1
+        return f"{self.prefix}{what}{self.counter}"
+
+    def nodes(self, src: str, dst: str) -> list[Any]:
+        make = self.helper.make_node
+        tag = self.fresh("round")
+        if self.use_cast:
+            from onnx import TensorProto
+
+            return [
+                make("Cast", [src], [tag + "/narrow"], to=self.to, name=tag + "/narrow"),
+                make("Cast", [tag + "/narrow"], [dst], to=TensorProto.FLOAT, name=tag + "/widen"),
+            ]
+        c, d, hi, a, ok = (tag + s for s in ("/c", "/d", "/hi", "/abs", "/ok"))
+        return [
+            make("Mul", [src, self.split], [c], name=c),
+            make("Sub", [c, src], [d], name=d),
+            make("Sub", [c, d], [hi], name=hi),
+            make("Abs", [src], [a], name=a),
+            make("Less", [a, self.limit], [ok], name=ok),
+            make("Where", [ok, hi, src], [dst], name=tag + "/out"),
+        ]
+
+
+def _round_initializer(init: Any, fmt: str) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(round_to(fmt, numpy_helper.to_array(init)), init.name)
+
+
+def _drop_unused_initializers(model: Any, names: set[str]) -> None:
+    """Remove the initializers in `names` that nothing reads any more."""
+    from onnx import AttributeProto
+
+    graph = model.graph
+    used = {v.name for v in graph.output} | {v.name for v in graph.input}
+
+    def collect(g: Any) -> None:
+        for node in g.node:
+            used.update(node.input)
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    collect(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        collect(sub)
+
+    collect(graph)
+    keep = [t for t in graph.initializer if t.name not in names or t.name in used]
+    if len(keep) != len(graph.initializer):
+        kept = list(keep)
+        graph.ClearField("initializer")
+        graph.initializer.extend(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# The rewrites
+
+
+def emulate_storage(model: Any, fmt: str) -> Rewrite:
+    """Rewrite `model` (in place) so that every FLOAT tensor is stored in `fmt` (fp16, bf16)."""
+    if fmt not in ("fp16", "bf16"):
+        raise ValueError(f"emulate_storage: format must be fp16 or bf16, not {fmt!r}")
+    graph = model.graph
+    types = tensor_types(model)
+    prefix = _unique_prefix(model)
+    use_cast = fmt == "fp16" or default_opset(model) >= 13
+    rounder = _Rounder(model, fmt, prefix, use_cast=use_cast)
+    report = Rewrite(fmt, method=rounder.method)
+    rounded: set[str] = set()  # tensors already on the format's grid
+
+    input_names = {v.name for v in graph.input}
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == _FLOAT and not init.name.startswith(prefix):
+            graph.initializer[i].CopyFrom(_round_initializer(init, fmt))
+            report.rounded_tensors += 1
+            if init.name not in input_names:  # an overridable default may be fed unrounded
+                rounded.add(init.name)
+
+    new_nodes: list[Any] = []
+    renamed: dict[str, str] = {}
+    initializer_names = {t.name for t in graph.initializer}
+    for value in graph.input:
+        if types.get(value.name) != _FLOAT:
+            continue  # (a graph output that is this very input stays as fed)
+        dst = rounder.fresh("input")
+        new_nodes.extend(rounder.nodes(value.name, dst))
+        renamed[value.name] = dst
+        rounded.add(dst)
+        if value.name not in initializer_names:
+            report.rounded_tensors += 1
+
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+        new_nodes.append(node)
+        float_outputs = [k for k, out in enumerate(node.output) if out and types.get(out) == _FLOAT]
+        report.untyped += sum(1 for out in node.output if out and out not in types)
+        if not float_outputs:
+            continue
+        if _preserves_grid(node, types, rounded):
+            rounded.update(node.output[k] for k in float_outputs)
+            continue
+        report.nodes += 1
+        for k in float_outputs:
+            out = node.output[k]
+            raw = rounder.fresh("raw")
+            node.output[k] = raw
+            new_nodes.extend(rounder.nodes(raw, out))
+            rounded.add(out)
+            report.rounded_tensors += 1
+
+    report.added_nodes = len(new_nodes) - len(graph.node)
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    return report
+
+
+def _preserves_grid(node: Any, types: dict[str, int], rounded: set[str]) -> bool:
+    """True when the node's float outputs are on the grid because its float inputs are."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in VALUE_PRESERVING:
+        return False
+    if node.op_type in ("Pad", "Clip") and any(
+        a.name in ("value", "min", "max") for a in node.attribute
+    ):
+        return False  # constants given as attributes (old opsets) may be off the grid
+    for name in node.input:
+        if not name:
+            continue
+        if name not in types:
+            return False
+        if types[name] == _FLOAT and name not in rounded:
+            return False
+    return True
+
+
+def emulate_tf32(model: Any) -> Rewrite:
+    """Rewrite `model` (in place) so that MatMul-like ops see TF32-rounded multiplicands."""
+    graph = model.graph
+    types = tensor_types(model)
+    prefix = _unique_prefix(model)
+    rounder = _Rounder(model, "tf32", prefix, use_cast=False)
+    report = Rewrite("tf32", method=rounder.method)
+    initializers = {t.name: t for t in graph.initializer}
+    fed = {v.name for v in graph.input}
+    done: dict[str, str] = {}  # tensor -> its rounded copy
+    replaced: set[str] = set()
+
+    new_nodes: list[Any] = []
+    for node in graph.node:
+        positions = TF32_OPERANDS.get(node.op_type, ())
+        if node.domain not in ("", "ai.onnx"):
+            positions = ()
+        if positions is None:
+            positions = tuple(range(len(node.input)))
+        touched = False
+        for pos in positions:
+            if pos >= len(node.input):
+                continue
+            name = node.input[pos]
+            if not name or types.get(name) != _FLOAT:
+                continue
+            touched = True
+            if name not in done:
+                if name in initializers and name not in fed:
+                    dst = rounder.fresh("weight")
+                    tensor = _round_initializer(initializers[name], "tf32")
+                    tensor.name = dst
+                    graph.initializer.append(tensor)
+                    replaced.add(name)
+                else:
+                    dst = rounder.fresh("operand")
+                    new_nodes.extend(rounder.nodes(name, dst))
+                done[name] = dst
+                report.rounded_tensors += 1
+            node.input[pos] = done[name]
+        report.nodes += touched
+        new_nodes.append(node)
+
+    report.added_nodes = len(new_nodes) - len(graph.node)
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    _drop_unused_initializers(model, replaced)
+    return report
+
+
+def emulate(model: Any, fmt: str) -> Rewrite:
+    """Rewrite `model` in place for `fmt` ("fp16", "bf16" or "tf32")."""
+    if fmt == "tf32":
+        return emulate_tf32(model)
+    return emulate_storage(model, fmt)

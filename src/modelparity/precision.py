@@ -1,0 +1,103 @@
+"""Which precision did each backend really use, and which samples were at risk?
+
+The audit runs the model a few more times on the first samples of the data: emulated in FP16,
+BF16, TF32 and INT8, and as FP32 noise (the reference's runtime with another thread count and
+graph optimisation level). Their error profiles against the reference are the yardsticks a
+candidate's own profile is matched against (`numerics.fingerprint`), beside the round-trip
+evidence from its outputs (`numerics.roundtrip`). Pure bookkeeping over results: no runtime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelparity.decisions import TaskConfig
+from modelparity.numerics.fingerprint import (
+    Profile,
+    fingerprint,
+    merge_profiles,
+    profile_from_histogram,
+)
+from modelparity.numerics.risk import (
+    AtRisk,
+    at_risk_by_error,
+    at_risk_by_format,
+    at_risk_summary,
+    error_scale,
+)
+from modelparity.numerics.roundtrip import compare_roundtrip
+from modelparity.result import BackendResult
+
+PROFILE_BACKENDS = {
+    "fp32": "ort:cpu?graph_optimization_level=basic&intra_op_num_threads=1",
+    "fp16": "emulate:fp16",
+    "bf16": "emulate:bf16",
+    "tf32": "emulate:tf32",
+    "int8": "emulate:int8",
+}
+PROFILE_SAMPLES = 20_000  # an error profile needs a sample of the data, not all of it
+THRESHOLD_FORMATS = ("fp16", "bf16", "tf32")
+# Both scores of an argmax margin (top1 - top2) can move, so the margin moves up to twice as far.
+MARGIN_FACTOR = {"binary": 1.0, "multilabel": 1.0, "multiclass": 2.0, "topk": 2.0}
+
+
+def error_profile(label: str, result: BackendResult) -> Profile | None:
+    """One profile over all of a backend's outputs (weighted by their element counts)."""
+    parts = [profile_from_histogram(label, stats.log2_rel_hist)
+             for stats in result.errors.values() if stats.count]
+    return merge_profiles(label, parts) if parts else None
+
+
+def at_risk(task: TaskConfig, reference: BackendResult,
+            profiles: dict[str, BackendResult]) -> list[AtRisk]:
+    """Reference samples within each precision's reach of the decision boundary: by the format's
+    rounding band at the threshold (binary), and by the error scale its emulation showed."""
+    decided = reference.decided
+    if decided is None or task.kind not in MARGIN_FACTOR:
+        return []
+    risks = []
+    if task.kind == "binary":
+        for name in THRESHOLD_FORMATS:
+            mask = at_risk_by_format(decided.score, float(task.threshold), name)  # type: ignore[arg-type]
+            risks.append(at_risk_summary(name, "format", mask))
+    for label, profile in profiles.items():
+        if label == "fp32" or not profile.ok or profile.decided is None:
+            continue
+        n = len(profile.decided)
+        errors = np.abs(profile.decided.score.astype(np.float64)
+                        - decided.score[:n].astype(np.float64))
+        scale = error_scale(errors) * MARGIN_FACTOR[task.kind]
+        mask = at_risk_by_error(decided.margin, scale)
+        flips = profile.flips.index if profile.flips is not None else None
+        # the emulation's own flips (first n samples) check the prediction on the same samples
+        risks.append(at_risk_summary(label, "error", mask, flip_indices=flips))
+    return risks
+
+
+def precision_findings(task: TaskConfig, reference: BackendResult,
+                       candidates: list[BackendResult],
+                       profiles: dict[str, BackendResult]) -> list[AtRisk]:
+    """Fingerprint every candidate that ran; return the at-risk counts per precision."""
+    yardsticks = {label: error_profile(label, result)
+                  for label, result in profiles.items() if result.ok}
+    usable = {label: p for label, p in yardsticks.items() if p is not None}
+    risks = at_risk(task, reference, profiles)
+    by_error = {r.precision: r for r in risks if r.method == "error"}
+    for candidate in candidates:
+        if not candidate.ok:
+            continue
+        evidence = None
+        if candidate.roundtrip is not None and reference.roundtrip is not None:
+            evidence = compare_roundtrip(candidate.roundtrip, reference.roundtrip)
+        own = error_profile(candidate.spec, candidate)
+        if own is not None and usable:
+            candidate.fingerprint = fingerprint(own, usable, evidence)
+        verdict = candidate.measured_precision
+        if verdict in by_error and candidate.flips is not None and candidate.flips.count:
+            predicted = set(by_error[verdict].indices.tolist())
+            flipped = candidate.flips.index.tolist()
+            candidate.at_risk_flips = {
+                "precision": verdict, "method": "error",
+                "flips_in_at_risk_set": sum(i in predicted for i in flipped),
+                "flips": len(flipped)}
+    return risks

@@ -1,0 +1,433 @@
+"""emulate:<fp16|bf16|tf32|int8> on real ONNX Runtime, with models built here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from modelparity.backends import create_backend
+from modelparity.backends import emulate as emulate_backend
+from modelparity.backends.emulate import create
+from modelparity.emulation import emulate
+from modelparity.errors import SpecError
+from modelparity.model import prepare_model
+from modelparity.spec import parse_spec
+
+FLOAT = TensorProto.FLOAT
+
+
+# --------------------------------------------------------------------------------------------
+# Independent NumPy references (frexp/rint in float64, not the bit trick the library uses)
+
+
+def reference_round(x: np.ndarray, bits: int) -> np.ndarray:
+    """Round to `bits` stored mantissa bits, nearest-even, FP32 exponent range (subnormals
+    on the format's absolute grid), overflow to inf."""
+    x64 = np.asarray(x, dtype=np.float64)
+    _, exp = np.frexp(x64)  # x = m * 2**exp, 0.5 <= |m| < 1
+    quantum = np.ldexp(1.0, np.maximum(exp, -125) - 1 - bits)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (np.rint(x64 / quantum) * quantum).astype(np.float32)
+    return np.where(np.isfinite(x64), out, np.asarray(x, dtype=np.float32))
+
+
+def reference_fp16(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
+
+
+def reference(fmt: str, x: np.ndarray) -> np.ndarray:
+    return reference_fp16(x) if fmt == "fp16" else reference_round(x, 7 if fmt == "bf16" else 10)
+
+
+def test_reference_rounding_known_values():
+    # 1 + 2^-8 is halfway between two BF16 values: ties to even (1.0); 1 + 3 * 2^-8 -> 1 + 2^-6
+    x = np.array([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.4e38, 1 + 2**-11, 1 + 3 * 2**-11],
+                 np.float32)
+    assert reference_round(x[:4], 7).tolist() == [1.0, 1 + 2**-6, -1.0, np.inf]
+    assert reference_round(x[4:], 10).tolist() == [1.0, 1 + 2**-9]
+    assert reference_fp16(np.array([65519.0, 65520.0], np.float32)).tolist() == [65504.0, np.inf]
+
+
+def sample_values(seed: int = 0, finite_only: bool = False) -> np.ndarray:
+    """Random values over the whole FP32 range, both signs, with exact ties and edge cases."""
+    rng = np.random.default_rng(seed)
+    n = 50_000
+    spread = (rng.standard_normal(n) * np.exp(rng.uniform(-87, 87, n))).astype(np.float32)
+    near_one = rng.uniform(-4, 4, n).astype(np.float32)
+    bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    parts = [spread, near_one, bits[np.isfinite(bits)]]
+    mantissa = rng.integers(0, 2**23, 20_000).astype(np.uint32)
+    exponent = rng.integers(1, 254, 20_000).astype(np.uint32) << 23
+    for drop in (13, 16):  # exact halfway cases for tf32 and bf16; fp16's lie between
+        ties = (exponent | ((mantissa >> drop) << drop) | (1 << (drop - 1))).view(np.float32)
+        parts += [ties, -ties]
+    parts.append(np.array([0.0, -0.0, 1e-30, -1e-30, 65504, 65519.99, 65520, 1e5, -1e5, 6e-8,
+                           3e-8, 1e-40, -1e-40, 1e30, 3.39e38, 3.4e38, -3.4e38], np.float32))
+    x = np.concatenate(parts).astype(np.float32)
+    if finite_only:
+        x = x[np.isfinite(x)]
+    return x
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise: identical encodings, or both NaN."""
+    return (a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+def save(model: onnx.ModelProto, path: Path) -> str:
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return str(path)
+
+
+def make_model(nodes, inputs, outputs, inits=(), opset: int = 17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "model", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def vector(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, FLOAT, ["n"])
+
+
+def scale_model(opset: int = 17) -> onnx.ModelProto:
+    """y = x * 1: rounds the input and the product."""
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    return make_model([helper.make_node("Mul", ["x", "one"], ["y"])], [vector("x")],
+                      [vector("y")], [one], opset)
+
+
+def identity_matmul_model(k: int = 8) -> onnx.ModelProto:
+    """y = x @ I: with TF32 operands, exactly x rounded to TF32."""
+    eye = numpy_helper.from_array(np.eye(k, dtype=np.float32), "eye")
+    spec = [helper.make_tensor_value_info(n, FLOAT, ["n", k]) for n in ("x", "y")]
+    return make_model([helper.make_node("MatMul", ["x", "eye"], ["y"])], spec[:1], spec[1:],
+                      [eye])
+
+
+def mlp_model(seed: int, features: int = 16, hidden: int = 64) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 1 / np.sqrt(features), (features, hidden)).astype(np.float32)
+    w2 = rng.normal(0, 1 / np.sqrt(hidden), (hidden, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "W1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, hidden).astype(np.float32), "b1"),
+             numpy_helper.from_array(w2, "W2"),
+             numpy_helper.from_array(np.array([0.1], np.float32), "b2")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h1"]),
+        helper.make_node("Add", ["h1", "b1"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["h3"]),
+        helper.make_node("MatMul", ["h3", "W2"], ["z1"]),
+        helper.make_node("Add", ["z1", "b2"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["prob"]),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", features])],
+                      [helper.make_tensor_value_info("prob", FLOAT, ["n", 1])], inits)
+
+
+def conv_model(seed: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "K1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "c1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (8, 8, 3, 3)).astype(np.float32), "K2"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 4)).astype(np.float32), "G"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "g"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "K1", "c1"], ["a1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a1"], ["a2"]),
+        helper.make_node("Conv", ["a2", "K2"], ["a3"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["a3"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "G", "g"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 3, 12, 12])],
+                      [helper.make_tensor_value_info("probs", FLOAT, ["n", 4])], inits)
+
+
+def run_ort(path: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def run_emulated(path: str, precision: str, feed: dict[str, np.ndarray], workdir) -> np.ndarray:
+    backend = create(parse_spec(f"emulate:{precision}"))
+    backend.activate(prepare_model(path, str(workdir)))
+    try:
+        return next(iter(backend.infer(feed).values()))
+    finally:
+        backend.deactivate()
+
+
+def median_rel(candidate: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.median(np.abs(candidate - ref) / np.maximum(np.abs(ref), 1e-30)))
+
+
+# --------------------------------------------------------------------------------------------
+# Bit-exact rounding
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_storage_rounding_bit_exact(tmp_path, fmt):
+    x = sample_values(1)
+    path = save(scale_model(), tmp_path / "scale.onnx")
+    y = run_emulated(path, fmt, {"x": x}, tmp_path)
+    ref = reference(fmt, x)
+    bad = ~same_bits(y, ref)
+    assert not bad.any(), (x[bad][:5], y[bad][:5], ref[bad][:5])
+    assert np.isinf(y[x == 1e5]).all() == (fmt == "fp16")
+
+
+def test_tf32_rounding_bit_exact(tmp_path):
+    x = sample_values(2, finite_only=True)
+    normal = (np.abs(x) >= 2**-126) & (np.abs(x) < 4e34)  # the Veltkamp split's exact range
+    x = x[normal]
+    x = np.resize(x, (x.size // 8 + 1) * 8).reshape(-1, 8)
+    path = save(identity_matmul_model(), tmp_path / "eye.onnx")
+    y = run_emulated(path, "tf32", {"x": x}, tmp_path)
+    ref = reference("tf32", x)
+    bad = ~same_bits(y, ref)
+    assert not bad.any(), (x[bad][:5], y[bad][:5], ref[bad][:5])
+    assert (y != x).mean() > 0.5  # it did round
+
+
+def test_bf16_veltkamp_on_old_opset(tmp_path):
+    """Opset < 13 has no BFLOAT16 Cast: the arithmetic split must round identically."""
+    x = sample_values(3, finite_only=True)
+    x = x[(np.abs(x) >= 2**-126) & (np.abs(x) < 5e33)]
+    path = save(scale_model(opset=11), tmp_path / "scale11.onnx")
+    model = onnx.load(path)
+    assert emulate(model, "bf16").method == "Veltkamp split"
+    y = run_emulated(path, "bf16", {"x": x}, tmp_path)
+    ref = reference("bf16", x)
+    bad = ~same_bits(y, ref)
+    assert not bad.any(), (x[bad][:5], y[bad][:5], ref[bad][:5])
+    huge = np.array([1e34, -3e38, np.inf, np.nan], np.float32)  # left unrounded, no NaN made
+    out = run_emulated(path, "bf16", {"x": huge}, tmp_path)
+    assert same_bits(out, huge).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Error scales on real models
+
+
+@pytest.fixture(scope="module")
+def real_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("emulate")
+    rng = np.random.default_rng(7)
+    return {
+        "mlp": (save(mlp_model(1), folder / "mlp.onnx"),
+                {"x": rng.standard_normal((2000, 16)).astype(np.float32)}, folder),
+        "conv": (save(conv_model(2), folder / "conv.onnx"),
+                 {"x": rng.standard_normal((64, 3, 12, 12)).astype(np.float32)}, folder),
+    }
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_error_scales(real_models, name):
+    path, feed, folder = real_models[name]
+    ref = run_ort(path, feed)
+    err = {p: median_rel(run_emulated(path, p, feed, folder), ref)
+           for p in ("fp16", "bf16", "tf32", "int8")}
+    assert 1e-5 < err["fp16"] < 2e-3, err
+    assert 4 < err["bf16"] / err["fp16"] < 40, err
+    assert 0 < err["tf32"] < err["fp16"], err
+    assert err["int8"] > 0, err
+
+
+def test_fp16_matches_numpy_model_rounding_between_ops(real_models):
+    """The emulated MLP equals a NumPy MLP that rounds every tensor to FP16 between ops."""
+    path, feed, folder = real_models["mlp"]
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+    r = reference_fp16
+    w = {k: r(v) for k, v in weights.items()}
+    h = r(np.maximum(r(r(r(feed["x"]) @ w["W1"]) + w["b1"]), 0))
+    z = r(r(h @ w["W2"]) + w["b2"])
+    sim = r(1 / (1 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+    emulated = run_emulated(path, "fp16", feed, folder)
+    fp32 = run_ort(path, feed)
+    assert (emulated == sim).mean() > 0.9
+    assert np.abs(emulated - sim).max() < 0.1 * np.abs(fp32 - sim).max()
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "tf32"])
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_graph_optimizations_keep_the_rounding(real_models, name, fmt):
+    """ORT's default optimizations neither fold nor fuse away the rounding: the rewritten model
+    gives the same outputs with every optimization disabled (up to FP32 kernel noise for tf32,
+    whose convolutions ORT re-lays out)."""
+    path, feed, _ = real_models[name]
+    model = onnx.load(path)
+    emulate(model, fmt)
+    outs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, feed)[0])
+    if fmt == "tf32" and name == "conv":
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    else:
+        assert same_bits(outs[0], outs[1]).all()
+
+
+def test_tf32_leaves_models_without_matmul_untouched(tmp_path):
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Mul", ["x", "s"], ["a"]), helper.make_node("Exp", ["a"], ["b"]),
+             helper.make_node("Softmax", ["b"], ["y"], axis=-1)]
+    s = numpy_helper.from_array(np.float32([0.37]), "s")
+    spec = [helper.make_tensor_value_info(n, FLOAT, ["n", 5]) for n in ("x", "y")]
+    path = save(make_model(nodes, spec[:1], spec[1:], [s]), tmp_path / "nomatmul.onnx")
+    feed = {"x": rng.standard_normal((500, 5)).astype(np.float32)}
+    assert same_bits(run_emulated(path, "tf32", feed, tmp_path), run_ort(path, feed)).all()
+
+
+def test_tf32_rounds_only_matmul_operands(real_models):
+    path, _, _ = real_models["conv"]
+    model = onnx.load(path)
+    report = emulate(model, "tf32")
+    assert report.nodes == 3  # two Conv, one Gemm
+    assert report.rounded_tensors == 6  # x, K1, a2, K2, f, G (not the biases c1, g)
+    ops = [n.op_type for n in model.graph.node]
+    assert "Cast" not in ops and ops.count("Where") == 3  # activations x, a2, f
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert {"K1", "K2", "G"}.isdisjoint(weights)  # replaced by their rounded copies
+    assert np.array_equal(weights["c1"], numpy_helper.to_array(
+        next(t for t in onnx.load(path).graph.initializer if t.name == "c1")))
+
+
+# --------------------------------------------------------------------------------------------
+# FP16 range
+
+
+def test_fp16_range_overflow(tmp_path):
+    """1e5 is beyond FP16's 65504: inf under fp16, a finite value under bf16."""
+    k = numpy_helper.from_array(np.array(1000.0, np.float32), "k")
+    path = save(make_model([helper.make_node("Mul", ["x", "k"], ["y"])], [vector("x")],
+                           [vector("y")], [k]), tmp_path / "big.onnx")
+    feed = {"x": np.array([100.0, -100.0, 1.0], np.float32)}
+    fp16 = run_emulated(path, "fp16", feed, tmp_path)
+    bf16 = run_emulated(path, "bf16", feed, tmp_path)
+    assert fp16[0] == np.inf and fp16[1] == -np.inf and fp16[2] == 1000.0
+    assert np.isfinite(bf16).all() and abs(bf16[0] - 1e5) / 1e5 < 2**-8
+
+
+def test_fp16_weight_overflow_like_batchnorm_variance(tmp_path):
+    """A stored variance above 65504 becomes inf in FP16 and the normalized output collapses."""
+    var = numpy_helper.from_array(np.array([1e5], np.float32), "var")
+    nodes = [helper.make_node("Sqrt", ["var"], ["sd"]), helper.make_node("Div", ["x", "sd"], ["y"])]
+    path = save(make_model(nodes, [vector("x")], [vector("y")], [var]), tmp_path / "bn.onnx")
+    feed = {"x": np.array([316.0, -50.0], np.float32)}
+    assert np.abs(run_ort(path, feed)[0] - 1.0) < 1e-3
+    assert (run_emulated(path, "fp16", feed, tmp_path) == 0).all()
+    assert np.abs(run_emulated(path, "bf16", feed, tmp_path)[0] - 1.0) < 1e-2
+
+
+# --------------------------------------------------------------------------------------------
+# The backend through the protocol
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def test_backend_protocol_bf16(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    path = save(mlp_model(3), model_dir / "mlp.onnx")
+    before = digest(model_dir)
+    prepared = prepare_model(path, str(tmp_path / "work"))
+    backend = create_backend(parse_spec("emulate:bf16"))
+    assert isinstance(backend, emulate_backend.EmulateBackend)
+    backend.activate(prepared)
+    tempdir = backend.tempdir
+    assert tempdir is not None and os.path.isdir(tempdir)
+    feed = {"x": np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)}
+    out = backend.infer(feed)
+    assert list(out) == ["prob"] and out["prob"].dtype == np.float32
+    assert out["prob"].shape == (300, 1)
+    ref = run_ort(path, feed)
+    assert 0 < np.abs(out["prob"] - ref).max() < 0.05
+    info = backend.describe()
+    assert info["runtime"] == "emulation" and info["emulates"] == "bf16"
+    assert info["precision"]["reported"] == "bfloat16"
+    assert info["precision"]["source"].startswith("emulation: ")
+    assert info["onnxruntime"] == ort.__version__
+    assert info["rounded_tensors"] == 4 + 1 + 5  # weights, input, outputs (Relu's is exact)
+    assert info["nodes"] == 5
+    backend.deactivate()
+    assert not os.path.exists(tempdir)
+    assert digest(model_dir) == before  # nothing written beside the user's model
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_external_data_model(tmp_path, precision, monkeypatch):
+    """A model with weights in a separate file loads; a large rewrite is saved the same way."""
+    model = mlp_model(5)
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    inline = save(mlp_model(5), tmp_path / "inline.onnx")
+    feed = {"x": np.random.default_rng(1).standard_normal((100, 16)).astype(np.float32)}
+    monkeypatch.setattr(emulate_backend, "EXTERNAL_DATA_BYTES", 0)
+    backend = create(parse_spec(f"emulate:{precision}"))
+    backend.activate(prepare_model(str(path), str(tmp_path)))
+    if precision != "int8":
+        assert "model.onnx.data" in os.listdir(backend.tempdir)
+    out = backend.infer(feed)["prob"]
+    backend.deactivate()
+    expected = run_emulated(inline, precision, feed, tmp_path)
+    assert np.array_equal(out, expected)
+
+
+def test_int8_describe(real_models):
+    path, _, folder = real_models["conv"]
+    backend = create(parse_spec("emulate:int8"))
+    backend.activate(prepare_model(path, str(folder)))
+    info = backend.describe()
+    backend.deactivate()
+    assert info["precision"]["reported"] == "int8"
+    assert info["nodes"] == 3  # ConvInteger x2, MatMulInteger (the Gemm)
+    assert info["rounded_tensors"] == 3  # int8 weights
+
+
+# --------------------------------------------------------------------------------------------
+# Specs
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("emulate:fp8", "fp16, bf16, tf32, int8"),
+    ("emulate:float16", "fp16, bf16, tf32, int8"),
+    ("emulate:fp16?threads=2", "known options: none"),
+])
+def test_bad_specs(text, expected):
+    with pytest.raises(SpecError, match=expected):
+        create(parse_spec(text))
+
+
+def test_spec_without_precision_is_rejected():
+    with pytest.raises(SpecError):
+        parse_spec("emulate:")
+
+
+def test_describe_before_activate():
+    info = create(parse_spec("emulate:TF32")).describe()
+    assert info["emulates"] == "tf32" and info["precision"]["reported"] == "tfloat32"
+    assert info["rounded_tensors"] is None
