@@ -285,3 +285,30 @@ def test_nan_outputs_are_counted_and_flip(models, data_files):
     assert candidate.errors["prob"].nan_mismatch == 1
     assert candidate.errors["prob"].count == len(entry["x"]) - 1  # NaN pairs left out of stats
     assert candidate.flips.index.tolist() == [positive]
+
+
+def test_fingerprint_profiles_on_the_first_samples(models, data_files):
+    """Profiles run on the first samples only, cut mid-batch; each candidate is fingerprinted."""
+    result = audit(models["multiclass"]["path"],
+                   ["openvino:cpu", "openvino:cpu?INFERENCE_PRECISION_HINT=f32", "emulate:fp16"],
+                   data_files["multiclass"]["data"], task="multiclass", batch_size=128,
+                   profile_samples=300)
+    assert set(result.profiles) == {"fp32", "fp16", "bf16", "tf32", "int8"}
+    for label, profile in result.profiles.items():
+        assert profile.ok, (label, profile.error)
+        # emulate:fp16 was named as a candidate: its full run serves as the profile too
+        assert len(profile.decided) == (1797 if label == "fp16" else 300)
+    pinned = result.backend("openvino:cpu?INFERENCE_PRECISION_HINT=f32")
+    assert pinned.fingerprint.verdict == "fp32"
+    assert result.backend("emulate:fp16").fingerprint.verdict == "fp16"
+    default = result.backend("openvino:cpu")
+    # what OpenVINO reports is read back, and the measurement must agree with it
+    expected = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}[default.precision]
+    assert default.fingerprint.verdict == expected, default.fingerprint.evidence
+    assert {r.method for r in result.at_risk} == {"error"}  # no threshold band for argmax
+
+
+def test_no_fingerprint_runs_no_profiles(models, data_files):
+    result = audit(models["binary"]["path"], ["openvino:cpu"], data_files["binary"]["data"],
+                   fingerprint=False)
+    assert result.profiles == {} and result.candidates[0].fingerprint is None
