@@ -5,8 +5,9 @@ modelparity's own emulations (which serve as the yardsticks), loaded as `py:` ba
   weights and input) rounded to TF32 (10 explicit mantissa bits) by hooks; FP32 accumulation.
   PyTorch's kernels, not ONNX Runtime's, so it is not the emulation run again. The GRU's
   hidden-state matmuls are not rounded (a hook cannot reach inside nn.GRU).
-- ort_static_int8: ONNX Runtime static QDQ quantization calibrated on uniform [-1, 1] inputs,
-  a different scheme from the dynamic quantization `emulate:int8` uses.
+- ort_static_int8: ONNX Runtime static QDQ quantization calibrated on its own uniform [-1, 1]
+  inputs (the yardstick `emulate:int8?mode=static` calibrates on the audit's first batch).
+- torch_dynamic_int8: PyTorch's dynamic quantization (fbgemm kernels) of Linear and GRU layers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,39 @@ def _round_tf32(tensor: Any) -> Any:
     # round to nearest even on the 13 dropped mantissa bits
     rounded = (bits + 0x0FFF + ((bits >> 13) & 1)) & ~0x1FFF
     return rounded.view(torch.float32)
+
+
+def _load_torch(model: Any) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    from safetensors.torch import load_file
+
+    from modelparity.model import load_factory
+
+    source = model.torch_source
+    module, _ = load_factory(source.entry)
+    module.load_state_dict(load_file(source.weights), strict=True)
+    return module.eval(), source.input_names, source.output_names
+
+
+class TorchDynamicInt8:
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+
+    def activate(self, model: Any) -> None:
+        import torch
+
+        module, self.names, self.outputs = _load_torch(model)
+        self.module = torch.ao.quantization.quantize_dynamic(
+            module, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(*(torch.from_numpy(feed[n]) for n in self.names))
+        return {self.outputs[0]: out.numpy()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": {"reported": "int8", "source": "bench: torch dynamic int8"}}
 
 
 class TorchTF32:
@@ -104,3 +138,7 @@ def torch_tf32(options: dict[str, str]) -> TorchTF32:
 
 def ort_static_int8(options: dict[str, str]) -> OrtStaticInt8:
     return OrtStaticInt8(options)
+
+
+def torch_dynamic_int8(options: dict[str, str]) -> TorchDynamicInt8:
+    return TorchDynamicInt8(options)

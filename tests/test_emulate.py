@@ -1,4 +1,5 @@
-"""emulate:<fp16|bf16|tf32|int8> on real ONNX Runtime, with models built here."""
+"""emulate:<fp16|bf16|tf32|int8> (and ?rounding=layer, ?mode=static) on real ONNX Runtime, with
+models built here."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from modelparity.backends import create_backend
 from modelparity.backends import emulate as emulate_backend
 from modelparity.backends.emulate import create
-from modelparity.emulation import emulate
+from modelparity.emulation import emulate, layer_plan
 from modelparity.errors import SpecError
 from modelparity.model import prepare_model
 from modelparity.spec import parse_spec
@@ -265,15 +266,16 @@ def test_fp16_matches_numpy_model_rounding_between_ops(real_models):
     assert np.abs(emulated - sim).max() < 0.1 * np.abs(fp32 - sim).max()
 
 
-@pytest.mark.parametrize("fmt", ["fp16", "bf16", "tf32"])
+@pytest.mark.parametrize("fmt, rounding", [("fp16", "op"), ("bf16", "op"), ("tf32", "op"),
+                                           ("bf16", "layer")])
 @pytest.mark.parametrize("name", ["mlp", "conv"])
-def test_graph_optimizations_keep_the_rounding(real_models, name, fmt):
+def test_graph_optimizations_keep_the_rounding(real_models, name, fmt, rounding):
     """ORT's default optimizations neither fold nor fuse away the rounding: the rewritten model
     gives the same outputs with every optimization disabled (up to FP32 kernel noise for tf32,
     whose convolutions ORT re-lays out)."""
     path, feed, _ = real_models[name]
     model = onnx.load(path)
-    emulate(model, fmt)
+    emulate(model, fmt, rounding)
     outs = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
@@ -311,6 +313,174 @@ def test_tf32_rounds_only_matmul_operands(real_models):
     assert {"K1", "K2", "G"}.isdisjoint(weights)  # replaced by their rounded copies
     assert np.array_equal(weights["c1"], numpy_helper.to_array(
         next(t for t in onnx.load(path).graph.initializer if t.name == "c1")))
+
+
+# --------------------------------------------------------------------------------------------
+# rounding=layer: once per fused layer, final Sigmoid/Softmax in FP32
+
+
+def run_spec(path: str, text: str, feeds, workdir) -> list[dict[str, np.ndarray]]:
+    """Outputs of backend `text` for each feed in turn (one activation), and its describe()."""
+    backend = create(parse_spec(text))
+    backend.activate(prepare_model(path, str(workdir)))
+    try:
+        outs = [backend.infer(feed) for feed in feeds]
+        return [*outs, backend.describe()]
+    finally:
+        backend.deactivate()
+
+
+def on_grid(fmt: str, y: np.ndarray) -> np.ndarray:
+    return same_bits(reference(fmt, y), y)
+
+
+def test_layer_rounds_fewer_tensors_than_op(real_models):
+    path, _, _ = real_models["mlp"]
+    op = emulate(onnx.load(path), "bf16", "op")
+    layer = emulate(onnx.load(path), "bf16", "layer")
+    assert op.rounded_tensors == 10 and op.fused == 0  # 4 weights, x, h1 h2 z1 z z-prob
+    # 4 weights, x, h3 (Relu, the hidden layer's last tensor); h1 h2 z1 fused; z, prob FP32
+    assert layer.rounded_tensors == 6 and layer.rounding == "layer"
+    assert layer.fused == 3 and layer.kept_fp32 == 2
+    assert layer_plan(onnx.load(path)) == ({"h1", "h2", "z1"}, {"z", "prob"})
+    conv = layer_plan(onnx.load(real_models["conv"][0]))
+    # Conv+bias+Relu fused; the 2nd Conv feeds a pool (not fused); Gemm -> Softmax stays FP32
+    assert conv == ({"a1"}, {"logits", "probs"})
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_layer_final_sigmoid_is_fp32(real_models, fmt):
+    path, feed, folder = real_models["mlp"]
+    op = run_emulated(path, fmt, feed, folder)
+    layer = run_emulated(path, f"{fmt}?rounding=layer", feed, folder)
+    assert on_grid(fmt, op).all()  # op mode rounds the Sigmoid's output
+    assert on_grid(fmt, layer).mean() < 0.2  # layer mode: FP32 Sigmoid, unrounded output
+    assert (op != layer).mean() > 0.5
+    ref = run_ort(path, feed)
+    assert 0 < median_rel(layer, ref) < median_rel(op, ref)  # fewer roundings, less error
+
+
+def numpy_layer_mlp(fmt: str, weights: dict[str, np.ndarray], x: np.ndarray):
+    """The 2-layer MLP rounded once per layer: rounded weights and input, hidden layer
+    (MatMul + bias + Relu) rounded once, output layer and Sigmoid in FP32, unrounded."""
+    def r(v):
+        return reference(fmt, v)
+    w = {k: r(v) for k, v in weights.items()}
+    h = r(np.maximum(r(x) @ w["W1"] + w["b1"], np.float32(0)))
+    z = h @ w["W2"] + w["b2"]
+    return h, (1 / (1 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_layer_matches_numpy_rounding_once_per_layer(real_models, tmp_path, fmt):
+    path, feed, _ = real_models["mlp"]
+    model = onnx.load(path)
+    model.graph.output.append(helper.make_tensor_value_info("h3", FLOAT, ["n", 64]))
+    path = save(model, tmp_path / "mlp_hidden.onnx")  # h3 is a layer boundary either way
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    h_sim, prob_sim = numpy_layer_mlp(fmt, weights, feed["x"])
+    out, info = run_spec(path, f"emulate:{fmt}?rounding=layer", [feed], tmp_path)
+    assert info["rounding"] == "layer" and info["fused_tensors"] == 3
+    assert info["precision"]["source"].startswith(
+        f"emulation: float tensors rounded to {fmt.upper()} once per fused layer")
+    # the hidden layer is bit-exact (1 ulp at most, where ORT's FP32 sums differ from NumPy's)
+    assert (out["h3"] == h_sim).mean() > 0.999
+    assert np.abs(out["h3"] - h_sim).max() <= np.abs(h_sim).max() * 2.0**-7
+    # the FP32 output layer and Sigmoid: FP32 noise, far below the format's own error
+    prob = out["prob"]
+    assert np.abs(prob - prob_sim).max() < 4 * np.spacing(np.float32(1))
+    assert np.abs(run_ort(path, feed) - prob_sim).max() > 100 * np.abs(prob - prob_sim).max()
+
+
+def test_layer_plan_epilogues():
+    """Conv+BN+Relu, an Erf GELU and a Softmax behind a Reshape; a residual Add and a tensor
+    read by a non-epilogue are layer boundaries."""
+    rng = np.random.default_rng(0)
+
+    def init(name, *shape):
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    bn = [numpy_helper.from_array(v, n) for n, v in (
+        ("s", np.ones(4, np.float32)), ("o", np.zeros(4, np.float32)),
+        ("m", np.zeros(4, np.float32)), ("v", np.ones(4, np.float32)))]
+    consts = [numpy_helper.from_array(np.float32(v), n)
+              for n, v in (("r2", np.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+    nodes = [
+        helper.make_node("Conv", ["x", "K"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["a"]),  # boundary: read by Conv and the residual Add
+        helper.make_node("Conv", ["a", "K2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "a"], ["res"]),  # two layers: not an epilogue
+        helper.make_node("Flatten", ["res"], ["f"]),
+        helper.make_node("MatMul", ["f", "W"], ["g"]),  # GELU(x) = x * (erf(x / r2) + 1) / 2
+        helper.make_node("Div", ["g", "r2"], ["g1"]),
+        helper.make_node("Erf", ["g1"], ["g2"]),
+        helper.make_node("Add", ["g2", "one"], ["g3"]),
+        helper.make_node("Mul", ["g", "g3"], ["g4"]),
+        helper.make_node("Mul", ["g4", "half"], ["gelu"]),
+        helper.make_node("MatMul", ["gelu", "W2"], ["l"]),
+        helper.make_node("Reshape", ["l", "shape"], ["l2"]),
+        helper.make_node("Softmax", ["l2"], ["y"], axis=-1),
+    ]
+    inits = [init("K", 4, 2, 3, 3), init("K2", 4, 4, 3, 3), init("W", 4 * 3 * 3, 8),
+             init("W2", 8, 5), numpy_helper.from_array(np.array([-1, 5], np.int64), "shape"),
+             *bn, *consts]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", 2, 3, 3])],
+                       [helper.make_tensor_value_info("y", FLOAT, ["n", 5])], inits)
+    onnx.checker.check_model(model)
+    fused, kept = layer_plan(model)
+    assert fused == {"c", "bn", "g", "g1", "g2", "g3", "g4"}
+    assert kept == {"y", "l2", "l"}
+    feed = {"x": rng.standard_normal((50, 2, 3, 3)).astype(np.float32)}
+    fp32 = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    report = emulate(model, "bf16", "layer")
+    assert (report.fused, report.kept_fp32) == (7, 3)
+    layer = ort.InferenceSession(model.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert 0 < np.abs(layer - fp32).max() < 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# int8?mode=static: QDQ static quantization calibrated on the first batch
+
+
+def test_int8_static(real_models):
+    path, feed, folder = real_models["mlp"]
+    x = feed["x"]
+    first = {"x": x[:1000]}
+    later = {"x": x[1000:]}
+    backend = create(parse_spec("emulate:int8?mode=static"))
+    backend.activate(prepare_model(path, str(folder)))
+    try:
+        before = backend.describe()
+        assert before["mode"] == "static" and before["calibration_samples"] is None
+        static_first = backend.infer(first)["prob"]
+        static = backend.infer(later)["prob"]
+        one = backend.infer({"x": x[1000:1001]})["prob"]
+        info = backend.describe()
+    finally:
+        backend.deactivate()
+    assert info["calibration_samples"] == 1000 and info["batch_dependent"] is False
+    assert "quantize_static" in info["method"] and info["rounded_tensors"] == 4
+    assert np.array_equal(one, static[:1])  # fixed scales: a sample's output ignores its batch
+    dynamic = run_emulated(path, "int8", later, folder)
+    ref = run_ort(path, later)
+    err_static, err_dynamic = median_rel(static, ref), median_rel(dynamic, ref)
+    err_bf16 = median_rel(run_emulated(path, "bf16", later, folder), ref)
+    assert (static != dynamic).mean() > 0.5
+    assert err_static > 2 * err_bf16 and 1e-3 < err_static < 0.05, (err_static, err_bf16)
+    assert 1e-3 < err_dynamic < 0.05
+    assert static_first.shape == (1000, 1)
+
+
+def test_int8_static_calibrates_on_a_single_sample(real_models):
+    path, feed, folder = real_models["mlp"]
+    one, rest, info = run_spec(path, "emulate:int8?mode=static",
+                               [{"x": feed["x"][:1]}, {"x": feed["x"][1:200]}], folder)
+    assert info["calibration_samples"] == 1
+    assert np.isfinite(one["prob"]).all() and np.isfinite(rest["prob"]).all()
+    assert 0 < np.abs(rest["prob"] - run_ort(path, {"x": feed["x"][1:200]})).max() < 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,7 +585,13 @@ def test_int8_describe(real_models):
 @pytest.mark.parametrize("text, expected", [
     ("emulate:fp8", "fp16, bf16, tf32, int8"),
     ("emulate:float16", "fp16, bf16, tf32, int8"),
-    ("emulate:fp16?threads=2", "known options: none"),
+    ("emulate:fp16?threads=2", r"known options: rounding=<op\|layer>"),
+    ("emulate:bf16?rounding=fused", "expected one of: op, layer"),
+    ("emulate:bf16?rounding=", "expected one of: op, layer"),
+    ("emulate:bf16?mode=static", "unknown option"),
+    ("emulate:tf32?rounding=layer", "known options: none"),
+    ("emulate:int8?rounding=layer", r"known options: mode=<dynamic\|static>"),
+    ("emulate:int8?mode=qdq", "expected one of: dynamic, static"),
 ])
 def test_bad_specs(text, expected):
     with pytest.raises(SpecError, match=expected):
@@ -431,3 +607,14 @@ def test_describe_before_activate():
     info = create(parse_spec("emulate:TF32")).describe()
     assert info["emulates"] == "tf32" and info["precision"]["reported"] == "tfloat32"
     assert info["rounded_tensors"] is None
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("emulate:bf16", "rounding", "op"),
+    ("emulate:fp16?rounding=LAYER", "rounding", "layer"),
+    ("emulate:int8", "mode", "dynamic"),
+    ("emulate:int8?mode=static", "mode", "static"),
+])
+def test_option_defaults_in_describe(text, key, value):
+    info = create(parse_spec(text)).describe()
+    assert info[key] == value

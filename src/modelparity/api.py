@@ -202,6 +202,8 @@ def audit(
         raise InputError(f"--warmup: expected an integer >= 0, got {warmup}")
     if timeout <= 0:
         raise InputError(f"--timeout: expected a positive number of seconds, got {timeout}")
+    if profile_samples < 1:
+        raise InputError(f"--profile-samples: expected a positive count, got {profile_samples}")
     if resume and not out:
         raise InputError("--resume needs --out: the folder of the run to resume")
 

@@ -132,6 +132,12 @@ def run(
     resume: Annotated[bool, typer.Option(
         help="Reuse the backends already finished in --out instead of running them again.")]
         = False,
+    fingerprint: Annotated[bool, typer.Option(
+        help="Also run the model emulated in FP16, BF16, TF32 and INT8 and as FP32 noise (on "
+             "the first --profile-samples samples) to tell which precision each backend really "
+             "used, and which samples are at risk.")] = True,
+    profile_samples: Annotated[int, typer.Option(
+        help="How many samples the emulations and the FP32-noise run use.")] = 20_000,
     allow_pickle: Annotated[bool, typer.Option(
         help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
              "can run code. Only for files you trust.")] = False,
@@ -159,7 +165,8 @@ def run(
                 model, backend, data, task=config, labels=labels, reference=reference,
                 batch_size=batch_size, shapes=shapes, samples=samples, seed=seed,
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
-                out=out, resume=resume, allow_pickle=allow_pickle, progress=BarProgress(bar),
+                out=out, resume=resume, allow_pickle=allow_pickle, fingerprint=fingerprint,
+                profile_samples=profile_samples, progress=BarProgress(bar),
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None

@@ -16,6 +16,7 @@ from modelparity.numerics.fingerprint import (
     Profile,
     fingerprint,
     merge_profiles,
+    profile_distance,
     profile_from_histogram,
 )
 from modelparity.numerics.risk import (
@@ -28,12 +29,18 @@ from modelparity.numerics.risk import (
 from modelparity.numerics.roundtrip import compare_roundtrip
 from modelparity.result import BackendResult
 
+# Yardsticks by name; the first word is the precision. Runtimes round differently within one
+# precision (after every op, or once per fused layer with the last activation in FP32; dynamic
+# or calibrated static INT8), so a precision may have several, and the nearest one speaks for it.
 PROFILE_BACKENDS = {
     "fp32": "ort:cpu?graph_optimization_level=basic&intra_op_num_threads=1",
     "fp16": "emulate:fp16",
+    "fp16 layer": "emulate:fp16?rounding=layer",
     "bf16": "emulate:bf16",
+    "bf16 layer": "emulate:bf16?rounding=layer",
     "tf32": "emulate:tf32",
     "int8": "emulate:int8",
+    "int8 static": "emulate:int8?mode=static",
 }
 PROFILE_SAMPLES = 20_000  # an error profile needs a sample of the data, not all of it
 THRESHOLD_FORMATS = ("fp16", "bf16", "tf32")
@@ -46,6 +53,11 @@ def error_profile(label: str, result: BackendResult) -> Profile | None:
     parts = [profile_from_histogram(label, stats.log2_rel_hist)
              for stats in result.errors.values() if stats.count]
     return merge_profiles(label, parts) if parts else None
+
+
+def precision_of(name: str) -> str:
+    """The precision a yardstick stands for: "bf16 layer" -> "bf16"."""
+    return name.split()[0]
 
 
 def at_risk(task: TaskConfig, reference: BackendResult,
@@ -61,7 +73,7 @@ def at_risk(task: TaskConfig, reference: BackendResult,
             mask = at_risk_by_format(decided.score, float(task.threshold), name)  # type: ignore[arg-type]
             risks.append(at_risk_summary(name, "format", mask))
     for label, profile in profiles.items():
-        if label == "fp32" or not profile.ok or profile.decided is None:
+        if precision_of(label) == "fp32" or not profile.ok or profile.decided is None:
             continue
         n = len(profile.decided)
         errors = np.abs(profile.decided.score.astype(np.float64)
@@ -78,9 +90,9 @@ def precision_findings(task: TaskConfig, reference: BackendResult,
                        candidates: list[BackendResult],
                        profiles: dict[str, BackendResult]) -> list[AtRisk]:
     """Fingerprint every candidate that ran; return the at-risk counts per precision."""
-    yardsticks = {label: error_profile(label, result)
-                  for label, result in profiles.items() if result.ok}
-    usable = {label: p for label, p in yardsticks.items() if p is not None}
+    yardsticks = {name: error_profile(precision_of(name), result)
+                  for name, result in profiles.items() if result.ok}
+    usable = {name: p for name, p in yardsticks.items() if p is not None}
     risks = at_risk(task, reference, profiles)
     by_error = {r.precision: r for r in risks if r.method == "error"}
     for candidate in candidates:
@@ -90,14 +102,23 @@ def precision_findings(task: TaskConfig, reference: BackendResult,
         if candidate.roundtrip is not None and reference.roundtrip is not None:
             evidence = compare_roundtrip(candidate.roundtrip, reference.roundtrip)
         own = error_profile(candidate.spec, candidate)
-        if own is not None and usable:
-            candidate.fingerprint = fingerprint(own, usable, evidence)
+        if own is None or not usable:
+            continue
+        nearest: dict[str, str] = {}  # precision -> the name of its nearest yardstick
+        for name, profile in usable.items():
+            label = precision_of(name)
+            if label not in nearest or (profile_distance(own, profile)
+                                        < profile_distance(own, usable[nearest[label]])):
+                nearest[label] = name
+        candidate.fingerprint = fingerprint(
+            own, {label: usable[name] for label, name in nearest.items()}, evidence)
         verdict = candidate.measured_precision
-        if verdict in by_error and candidate.flips is not None and candidate.flips.count:
-            predicted = set(by_error[verdict].indices.tolist())
+        name = nearest.get(verdict or "")
+        if name in by_error and candidate.flips is not None and candidate.flips.count:
+            predicted = set(by_error[name].indices.tolist())
             flipped = candidate.flips.index.tolist()
             candidate.at_risk_flips = {
-                "precision": verdict, "method": "error",
+                "precision": name, "method": "error",
                 "flips_in_at_risk_set": sum(i in predicted for i in flipped),
                 "flips": len(flipped)}
     return risks

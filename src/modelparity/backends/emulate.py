@@ -9,13 +9,23 @@ ONNX Runtime's CPU provider with default session options; inputs and outputs sta
 - `emulate:bf16`: the same with BF16 (OpenVINO's CPU default on CPUs with native BF16).
 - `emulate:tf32`: NVIDIA TF32: only the multiplicands of MatMul, Gemm, Conv, ConvTranspose and
   Einsum are rounded to 10 mantissa bits; accumulation and everything else stay FP32.
+- `emulate:fp16?rounding=layer`, `emulate:bf16?rounding=layer`: rounded only at fused-layer
+  boundaries, as runtimes with fused kernels do (OpenVINO's BF16): a MatMul/Conv/Gemm with its
+  bias/scale/BatchNorm and activation epilogue is rounded once, at its last tensor; a final
+  Sigmoid/Softmax/LogSoftmax graph output and its input chain back to the previous layer stay
+  FP32; weights and graph inputs are rounded. `rounding=op` (the default) rounds after every op.
 - `emulate:int8`: ONNX Runtime dynamic quantization (`quantize_dynamic`, QInt8 weights per
   tensor; activations quantized to uint8 at run time with a scale computed over each batch, so
-  a sample's output depends a little on the batch it runs in).
+  a sample's output depends a little on the batch it runs in). `mode=dynamic` is the default.
+- `emulate:int8?mode=static`: ONNX Runtime static quantization as most INT8 deployments use it
+  (`quantize_static`, QDQ format, per tensor, MinMax calibration, ORT's defaults: symmetric
+  QInt8 weights, asymmetric QInt8 activations). There is no data at activation, so the model is
+  quantized on the first `infer()` call, calibrated on that batch (the audit's untimed warm-up),
+  and every later batch runs with those fixed scales.
 
-Not reproduced: rounding inside a kernel (FP16 accumulation, FP16 transcendentals), kernels
-that fuse several ONNX ops and skip the rounding between them, subgraph bodies. The details
-are in `modelparity.emulation.rewrite`.
+Not reproduced: rounding inside a kernel (FP16 accumulation, FP16 transcendentals), subgraph
+bodies, and with `rounding=op` kernels that fuse several ONNX ops and skip the rounding between
+them. The details are in `modelparity.emulation.rewrite`.
 """
 
 from __future__ import annotations
@@ -36,6 +46,15 @@ from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
 
 PRECISIONS = ("fp16", "bf16", "tf32", "int8")
+#: The options each precision takes: option -> allowed values, the first the default.
+OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "fp16": {"rounding": ("op", "layer")},
+    "bf16": {"rounding": ("op", "layer")},
+    "tf32": {},
+    "int8": {"mode": ("dynamic", "static")},
+}
+#: Samples per calibration run of `mode=static` (MinMax over chunks equals MinMax over all).
+CALIBRATION_CHUNK = 64
 REPORTED = {"fp16": "float16", "bf16": "bfloat16", "tf32": "tfloat32", "int8": "int8"}
 #: Models whose weights exceed this are saved with their tensors in a separate file.
 EXTERNAL_DATA_BYTES = 1_500_000_000
@@ -47,19 +66,38 @@ QUANTIZED_OPS = frozenset({
 
 
 def check_spec(spec: BackendSpec) -> str:
-    """The precision the spec names; `SpecError` for an unknown one or any option."""
+    """The precision the spec names; `SpecError` for an unknown one, an option it does not
+    take or a value that option does not have."""
+    return parse_options(spec)[0]
+
+
+def parse_options(spec: BackendSpec) -> tuple[str, dict[str, str]]:
+    """(precision, every option of that precision with its value, defaults filled in)."""
     precision = spec.target.strip().lower()
     if precision not in PRECISIONS:
         raise SpecError(
             f"{spec.text}: unknown emulated precision '{spec.target}' "
             f"(expected one of: {', '.join(PRECISIONS)})"
         )
-    if spec.options:
+    allowed = OPTIONS[precision]
+    unknown = sorted(k for k in spec.options if k.strip().lower() not in allowed)
+    if unknown:
+        known = ", ".join(f"{k}=<{'|'.join(v)}>" for k, v in allowed.items()) or "none"
         raise SpecError(
-            f"{spec.text}: unknown option(s) {', '.join(sorted(spec.options))} "
-            "(emulate: backends take no options; known options: none)"
+            f"{spec.text}: unknown option(s) {', '.join(unknown)} for emulate:{precision} "
+            f"(known options: {known})"
         )
-    return precision
+    options = {k: v[0] for k, v in allowed.items()}
+    for key, value in spec.options.items():
+        key = key.strip().lower()
+        value = value.strip().lower()
+        if value not in allowed[key]:
+            raise SpecError(
+                f"{spec.text}: bad value '{value}' for option '{key}' "
+                f"(expected one of: {', '.join(allowed[key])})"
+            )
+        options[key] = value
+    return precision, options
 
 
 def _weight_bytes(model: Any) -> int:
@@ -94,12 +132,20 @@ def save_model(model: Any, path: str) -> None:
 
 
 class EmulateBackend(Backend):
-    known_options = frozenset()
+    known_options = frozenset({"rounding", "mode"})
 
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
-        self.precision = check_spec(spec)
+        self.precision, self.options = parse_options(spec)
+        self.rounding = self.options.get("rounding")
+        self.mode = self.options.get("mode")
         self.session: Any = None
+        self.source_path: str | None = None  # mode=static: the FP32 model, quantized lazily
+        self.quantized_path: str | None = None
+        self._dynamic_batch_inputs: dict[str, bool] = {}
+        self.calibration_samples: int | None = None
+        self.fused: int | None = None
+        self.kept_fp32: int | None = None
         self.tempdir: str | None = None
         self.rounded_tensors: int | None = None
         self.rewritten_nodes: int | None = None
@@ -121,7 +167,10 @@ class EmulateBackend(Backend):
             raise ModelError(
                 f"{self.spec.text}: could not load {model.onnx_path}: {first_line(exc)}"
             ) from None
-        report = emulate(proto, self.precision)
+        report = emulate(proto, self.precision, self.rounding or "op")
+        if self.rounding == "layer":
+            self.fused = report.fused
+            self.kept_fp32 = report.kept_fp32
         self.rounded_tensors = report.rounded_tensors
         self.rewritten_nodes = report.nodes
         self.added_nodes = report.added_nodes
@@ -161,35 +210,111 @@ class EmulateBackend(Backend):
         self.added_nodes = len(quantized.graph.node) - len(source.graph.node)
         self.method = "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)"
 
+    def _quantize_static(self, feed: dict[str, np.ndarray]) -> None:
+        """Quantize the FP32 model statically, calibrated on `feed` (the first batch)."""
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        assert self.source_path is not None and self.quantized_path is not None
+        batches = _calibration_batches(feed, self._dynamic_batch_inputs)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.items = iter(batches)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.items, None)
+
+        source = onnx.load(self.source_path, load_external_data=False)
+        big = _weight_bytes(source) > EXTERNAL_DATA_BYTES
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer logs a "run pre-processing" warning
+        try:
+            quantize_static(
+                self.source_path,
+                self.quantized_path,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                use_external_data_format=big,
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"{self.spec.text}: ONNX Runtime's static quantization failed on "
+                f"{self.source_path}: {first_line(exc)}"
+            ) from None
+        finally:
+            root.setLevel(level)
+        quantized = onnx.load(self.quantized_path, load_external_data=False)
+        self.rewritten_nodes = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+        self.rounded_tensors = sum(  # the int8 weights (their zero points are int8 too)
+            t.data_type == onnx.TensorProto.INT8 and not t.name.endswith("_zero_point")
+            for t in quantized.graph.initializer
+        )
+        self.added_nodes = len(quantized.graph.node) - len(source.graph.node)
+        self.calibration_samples = _samples(feed)
+        self.method = (
+            "onnxruntime.quantization.quantize_static(QDQ, per_channel=False, "
+            "activation_type=QInt8, weight_type=QInt8, MinMax)"
+        )
+        self.session = self._session(self.quantized_path, self.source_path)
+
     # ---- protocol
 
-    def activate_impl(self, model: PreparedModel) -> None:
+    def _session(self, path: str, source: str) -> Any:
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(
+                path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"{self.spec.text}: ONNX Runtime could not load the emulated model of "
+                f"{source}: {first_line(exc)}"
+            ) from None
+
+    def activate_impl(self, model: PreparedModel) -> None:
         self.tempdir = tempfile.mkdtemp(prefix=f"modelparity-emulate-{self.precision}-")
         try:
             out_path = os.path.join(self.tempdir, "model.onnx")
+            if self.mode == "static":
+                # Quantized on the first infer(); the FP32 model loads now, so a broken model
+                # fails here, and it tells the outputs and which inputs have a free batch axis.
+                plain = self._session(model.onnx_path, model.onnx_path)
+                self.output_names = [o.name for o in plain.get_outputs()]
+                self._dynamic_batch_inputs = {
+                    i.name: bool(i.shape) and not isinstance(i.shape[0], int)
+                    for i in plain.get_inputs()
+                }
+                self.source_path = model.onnx_path
+                self.quantized_path = out_path
+                return
             if self.precision == "int8":
                 self._quantize(model, out_path)
             else:
                 self._rewrite(model, out_path)
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            try:
-                self.session = ort.InferenceSession(
-                    out_path, sess_options=options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:
-                raise ModelError(
-                    f"{self.spec.text}: ONNX Runtime could not load the emulated model of "
-                    f"{model.onnx_path}: {first_line(exc)}"
-                ) from None
+            self.session = self._session(out_path, model.onnx_path)
         except BaseException:
             self._remove_tempdir()
             raise
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None and self.mode == "static":
+            self._quantize_static(feed)
         outputs = self.session.run(None, feed)
         return dict(zip(self.output_names, outputs, strict=True))
 
@@ -203,6 +328,7 @@ class EmulateBackend(Backend):
             "onnxruntime": ort.__version__,
             "execution_provider": "CPUExecutionProvider",
             "options": dict(self.spec.options),
+            **self.options,
             "rounded_tensors": self.rounded_tensors,
             "nodes": self.rewritten_nodes,
             "added_nodes": self.added_nodes,
@@ -211,12 +337,30 @@ class EmulateBackend(Backend):
             info["method"] = self.method
         if self.untyped:
             info["untyped_tensors"] = self.untyped  # left unrounded: type unknown
+        if self.rounding == "layer" and self.fused is not None:
+            info["fused_tensors"] = self.fused  # left FP32 inside fused layers
+            info["fp32_final_tensors"] = self.kept_fp32  # final Sigmoid/Softmax chain
         if self.precision == "int8":
-            info["batch_dependent"] = True
+            info["batch_dependent"] = self.mode == "dynamic"
+        if self.mode == "static":
+            info["calibration"] = "first batch"
+            info["calibration_samples"] = self.calibration_samples  # None until the first infer
         return info
 
     def _source(self) -> str:
         how = f" ({self.method})" if self.method else ""
+        if self.rounding == "layer":
+            name = self.precision.upper()
+            return (
+                f"emulation: float tensors rounded to {name} once per fused layer "
+                f"(MatMul/Conv/Gemm + element-wise epilogue), final Sigmoid/Softmax in FP32"
+                f"{how}, ops computed in FP32 on ONNX Runtime CPU"
+            )
+        if self.mode == "static":
+            return (
+                "emulation: ONNX Runtime static QDQ quantization, int8 weights and int8 "
+                "activations with scales calibrated on the first batch, on ONNX Runtime CPU"
+            )
         return {
             "fp16": "emulation: every float tensor rounded to FP16 between ops"
             f"{how}, ops computed in FP32 on ONNX Runtime CPU",
@@ -237,6 +381,31 @@ class EmulateBackend(Backend):
             with contextlib.suppress(OSError):
                 shutil.rmtree(self.tempdir)
             self.tempdir = None
+
+
+def _samples(feed: dict[str, np.ndarray]) -> int:
+    """Samples in a batch: the common leading dimension of its inputs (1 when they differ)."""
+    leading = {int(np.shape(v)[0]) for v in feed.values() if np.ndim(v) >= 1}
+    return leading.pop() if len(leading) == 1 else 1
+
+
+def _calibration_batches(
+    feed: dict[str, np.ndarray], dynamic: dict[str, bool]
+) -> list[dict[str, np.ndarray]]:
+    """The batch in chunks of `CALIBRATION_CHUNK` samples when every input has a free leading
+    axis of the same size (less memory for the calibrator's extra outputs), else whole."""
+    n = _samples(feed)
+    splittable = (
+        len(feed) > 0
+        and all(dynamic.get(k, False) and np.ndim(v) >= 1 for k, v in feed.items())
+        and n > CALIBRATION_CHUNK
+    )
+    if not splittable:
+        return [dict(feed)]
+    return [
+        {k: np.ascontiguousarray(v[i : i + CALIBRATION_CHUNK]) for k, v in feed.items()}
+        for i in range(0, n, CALIBRATION_CHUNK)
+    ]
 
 
 def create(spec: BackendSpec) -> EmulateBackend:

@@ -65,10 +65,18 @@ def explain(result: AuditResult, console: Console) -> None:
     if default.latency and pinned.latency:
         speed = (f" Median batch latency: {default.latency.p50_ms:.3f} ms by default, "
                  f"{pinned.latency.p50_ms:.3f} ms pinned to FP32.")
+    measured = ""
+    if default.fingerprint is not None:
+        verdict = default.fingerprint.verdict
+        agree = {"bfloat16": "bf16", "float16": "fp16"}.get(chosen) == verdict
+        measured = (f" Measured from its outputs: {verdict} (confidence "
+                    f"{default.fingerprint.confidence:.2f}"
+                    + (", agreeing with what it reports)." if agree else
+                       f"; it reports {chosen}: see the evidence above)."))
     console.print(Text(
         f"OpenVINO's default compiled this FP32 model to {chosen} on this CPU without a word: "
         f"{flips} decision(s) flipped. With INFERENCE_PRECISION_HINT=f32: {fixed} flipped."
-        + speed, style="bold"))
+        + measured + speed, style="bold"))
 
 
 def run_demo(out: str, console: Console) -> int:

@@ -1,13 +1,39 @@
 """ONNX graph rewrites that make ONNX Runtime's CPU provider compute an FP32 model *as if* in a
 lower precision, with FP32 inputs and outputs.
 
-Storage formats (`emulate_storage(model, "fp16" | "bf16")`): every FLOAT tensor is rounded to the
-format between ops: initializers (rounded here, with NumPy), graph inputs and every node output
-(rounded in the graph). Each op then computes in FP32 on rounded values and its result is rounded
-again before anyone reads it, which is what a runtime that *stores* weights and activations in
-FP16/BF16 does (CoreML's NeuralNetwork format on the Mac GPU, OpenVINO's BF16 inference
-precision). FP16's range is reproduced too: |x| > 65504 becomes inf, as a BatchNorm variance
-does in a real FP16 model.
+Storage formats (`emulate_storage(model, "fp16" | "bf16", rounding="op")`): every FLOAT tensor is
+rounded to the format between ops: initializers (rounded here, with NumPy), graph inputs and every
+node output (rounded in the graph). Each op then computes in FP32 on rounded values and its result
+is rounded again before anyone reads it, which is what a runtime that *stores* weights and
+activations in FP16/BF16 between ONNX ops does (CoreML's NeuralNetwork format on the Mac GPU).
+FP16's range is reproduced too: |x| > 65504 becomes inf, as a BatchNorm variance does in a real
+FP16 model.
+
+`rounding="layer"` rounds only at fused-layer boundaries, as runtimes with fused kernels do
+(OpenVINO's BF16 inference precision: a MatMul/Conv/Gemm with its bias and activation is one
+kernel that accumulates in FP32 and stores its output once). Exactly:
+- rounded as in "op" mode: every FLOAT initializer (weights, biases, epilogue constants) and
+  every FLOAT graph input;
+- a node's FLOAT output is NOT rounded when it is not a graph output, has at least one consumer,
+  and every consumer is an epilogue node of the same fused layer (a kernel it would be fused
+  into); every other FLOAT node output is rounded (the last tensor of each chain, and the output
+  of any op that is not followed by epilogues only);
+- an epilogue node is an element-wise op of the default domain whose non-constant inputs are all
+  node outputs of one fused layer (it then joins that layer; a node that is not an epilogue
+  starts a layer of its own). "Constant" means an initializer or a `Constant` node's output.
+  Epilogue ops: Add, Sub, Mul, Div with one constant operand (bias, scale), or with both
+  operands from the same layer (the x * f(x) of GELU, Swish); the unary Relu, LeakyRelu,
+  Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Softplus, Erf, Gelu, and PRelu / Clip whose
+  slope / bounds are constants or absent; BatchNormalization (inference form, constant
+  parameters) directly on a Conv or ConvTranspose output;
+- a graph output produced by a Sigmoid, Softmax or LogSoftmax is NOT rounded, nor is that op's
+  input when the op is its only reader and it is not a graph output, walking back through
+  layout ops (Identity, Reshape, Flatten, Squeeze, Unsqueeze, Transpose) read only by the chain:
+  the last layer's output, its epilogue and the final activation stay FP32, as OpenVINO keeps
+  them (the last layer's own operands are rounded, as layer boundaries).
+A tensor read by a subgraph (If/Loop/Scan body) counts as read by a non-epilogue. Not modelled:
+runtimes that fuse fewer or more (a residual Add of two layers, an epilogue with several
+readers that a runtime would not fuse), weights folded before rounding (BatchNorm into Conv).
 
 - fp16 rounds with `Cast(to=FLOAT16)` then `Cast(to=FLOAT)`; ONNX Runtime's CPU Cast is
   round-to-nearest-even, bit-identical to NumPy's `astype(np.float16)` (subnormals included).
@@ -26,8 +52,8 @@ checked bit for bit at ORT_ENABLE_ALL, so session options stay at their defaults
 
 What this does NOT reproduce:
 - rounding *inside* an op: FP16 accumulation in a kernel (a MatMul summing in FP16), FP16
-  transcendental approximations, or a runtime that fuses several ONNX ops into one kernel and
-  so skips the rounding between them; each ONNX op here computes in FP32 and is rounded once.
+  transcendental approximations; with rounding="op", a runtime that fuses several ONNX ops into
+  one kernel and so skips the rounding between them (rounding="layer" models that).
 - TF32 hardware that truncates instead of rounding to nearest-even.
 - subgraphs (If/Loop/Scan bodies) and model-local function bodies are not rewritten; their
   outputs, seen from the parent graph, are rounded.
@@ -66,6 +92,21 @@ VALUE_PRESERVING = frozenset({
     "TopK", "Compress", "ReverseSequence", "Floor", "Ceil",
     "Round", "Sign", "Pad", "Clip",
 })
+#: How `emulate_storage` rounds: after every op, or once per fused layer.
+ROUNDINGS = ("op", "layer")
+#: Unary element-wise ops a runtime fuses into the kernel that produces their input.
+EPILOGUE_UNARY = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
+    "Softplus", "Erf", "Gelu",
+})
+#: Binary element-wise ops fused when the other operand is a constant or from the same layer.
+EPILOGUE_BINARY = frozenset({"Add", "Sub", "Mul", "Div"})
+#: Ops a BatchNormalization is folded into.
+BATCHNORM_HOSTS = frozenset({"Conv", "ConvTranspose"})
+#: Final ops whose graph outputs, and their input chain, stay FP32 with rounding="layer".
+FINAL_FP32 = frozenset({"Sigmoid", "Softmax", "LogSoftmax"})
+#: Layout ops walked through from a final FP32 op back to the layer it reads.
+LAYOUT_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _LARGE_CONSTANT = 1 << 20  # bytes: Constant tensors above this are emptied in the type skeleton
 
@@ -187,6 +228,9 @@ class Rewrite:
     added_nodes: int = 0  # nodes the rewrite inserted
     untyped: int = 0  # node outputs of unknown type, left unrounded
     method: str = ""  # how the graph rounds ("Cast", "Veltkamp split")
+    rounding: str = "op"  # fp16/bf16: "op" (after every op) or "layer" (per fused layer)
+    fused: int = 0  # rounding="layer": float node outputs left FP32 inside a fused layer
+    kept_fp32: int = 0  # rounding="layer": final Sigmoid/Softmax outputs and inputs left FP32
 
 
 def default_opset(model: Any) -> int:
@@ -299,16 +343,23 @@ def _drop_unused_initializers(model: Any, names: set[str]) -> None:
 # The rewrites
 
 
-def emulate_storage(model: Any, fmt: str) -> Rewrite:
-    """Rewrite `model` (in place) so that every FLOAT tensor is stored in `fmt` (fp16, bf16)."""
+def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
+    """Rewrite `model` (in place) so that FLOAT tensors are stored in `fmt` (fp16, bf16):
+    every one with rounding="op", only at fused-layer boundaries with rounding="layer"."""
     if fmt not in ("fp16", "bf16"):
         raise ValueError(f"emulate_storage: format must be fp16 or bf16, not {fmt!r}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"emulate_storage: rounding must be op or layer, not {rounding!r}")
     graph = model.graph
     types = tensor_types(model)
+    fused: set[str] = set()
+    kept: set[str] = set()
+    if rounding == "layer":
+        fused, kept = layer_plan(model, types)
     prefix = _unique_prefix(model)
     use_cast = fmt == "fp16" or default_opset(model) >= 13
     rounder = _Rounder(model, fmt, prefix, use_cast=use_cast)
-    report = Rewrite(fmt, method=rounder.method)
+    report = Rewrite(fmt, method=rounder.method, rounding=rounding)
     rounded: set[str] = set()  # tensors already on the format's grid
 
     input_names = {v.name for v in graph.input}
@@ -339,6 +390,9 @@ def emulate_storage(model: Any, fmt: str) -> Rewrite:
         new_nodes.append(node)
         float_outputs = [k for k, out in enumerate(node.output) if out and types.get(out) == _FLOAT]
         report.untyped += sum(1 for out in node.output if out and out not in types)
+        report.fused += sum(1 for k in float_outputs if node.output[k] in fused)
+        report.kept_fp32 += sum(1 for k in float_outputs if node.output[k] in kept)
+        float_outputs = [k for k in float_outputs if node.output[k] not in fused | kept]
         if not float_outputs:
             continue
         if _preserves_grid(node, types, rounded):
@@ -357,6 +411,115 @@ def emulate_storage(model: Any, fmt: str) -> Rewrite:
     graph.ClearField("node")
     graph.node.extend(new_nodes)
     return report
+
+
+def _subgraph_reads(node: Any) -> set[str]:
+    """Names the node's subgraphs (If/Loop/Scan bodies, at any depth) read."""
+    from onnx import AttributeProto
+
+    names: set[str] = set()
+
+    def collect(g: Any) -> None:
+        for inner in g.node:
+            names.update(n for n in inner.input if n)
+            names.update(_subgraph_reads(inner))
+
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            collect(attr.g)
+        elif attr.type == AttributeProto.GRAPHS:
+            for sub in attr.graphs:
+                collect(sub)
+    return names
+
+
+def layer_plan(model: Any, types: dict[str, int] | None = None) -> tuple[set[str], set[str]]:
+    """The FLOAT node outputs that rounding="layer" leaves unrounded: (inside a fused layer,
+    final Sigmoid/Softmax/LogSoftmax outputs and their FP32 input chain). See the module
+    docstring for the rules."""
+    graph = model.graph
+    if types is None:
+        types = tensor_types(model)
+    nodes = list(graph.node)
+    constants = {t.name for t in graph.initializer}
+    constants.update(n.output[0] for n in nodes if n.op_type == "Constant" and n.output)
+    producer: dict[str, int] = {}
+    readers: dict[str, list[int]] = {}
+    layer: dict[int, int] = {}  # node index -> index of the node that heads its fused layer
+    for i, node in enumerate(nodes):
+        reads = {n for n in node.input if n} | _subgraph_reads(node)
+        for name in reads:
+            readers.setdefault(name, []).append(i)
+        head = _epilogue_of(node, nodes, producer, layer, constants, types)
+        layer[i] = i if head is None else head
+        for out in node.output:
+            if out:
+                producer[out] = i
+    graph_outputs = {v.name for v in graph.output}
+
+    fused: set[str] = set()
+    for i, node in enumerate(nodes):
+        for out in node.output:
+            if not out or types.get(out) != _FLOAT or out in graph_outputs:
+                continue
+            users = readers.get(out, [])
+            if users and all(j != layer[j] and layer[j] == layer[i] for j in users):
+                fused.add(out)
+
+    kept: set[str] = set()
+    for value in graph.output:
+        i = producer.get(value.name)
+        if i is None or nodes[i].domain not in ("", "ai.onnx"):
+            continue
+        if nodes[i].op_type not in FINAL_FP32 or types.get(value.name) != _FLOAT:
+            continue
+        kept.add(value.name)
+        j = i
+        while nodes[j].input and nodes[j].input[0]:  # walk back to the layer it reads
+            source = nodes[j].input[0]
+            if source in graph_outputs or source not in producer or readers.get(source) != [j]:
+                break
+            if types.get(source) != _FLOAT:
+                break
+            kept.add(source)
+            fused.discard(source)
+            j = producer[source]
+            if nodes[j].domain not in ("", "ai.onnx") or nodes[j].op_type not in LAYOUT_OPS:
+                break
+    return fused - kept, kept
+
+
+def _epilogue_of(
+    node: Any,
+    nodes: list[Any],
+    producer: dict[str, int],
+    layer: dict[int, int],
+    constants: set[str],
+    types: dict[str, int],
+) -> int | None:
+    """The fused layer (its head's index) that `node` joins as an epilogue, or None."""
+    if node.domain not in ("", "ai.onnx") or len([o for o in node.output if o]) != 1:
+        return None
+    op = node.op_type
+    chain = [n for n in node.input if n and n not in constants]
+    if not chain or any(n not in producer or types.get(n) != _FLOAT for n in chain):
+        return None
+    heads = {layer[producer[n]] for n in chain}
+    if len(heads) != 1:
+        return None
+    if op in EPILOGUE_UNARY:
+        ok = chain == [node.input[0]]  # PRelu's slope, Clip's bounds: constants or absent
+    elif op in EPILOGUE_BINARY:
+        ok = len(node.input) == 2
+    elif op == "BatchNormalization":
+        ok = (
+            chain == [node.input[0]]
+            and nodes[producer[chain[0]]].op_type in BATCHNORM_HOSTS
+            and not any(a.name == "training_mode" and a.i for a in node.attribute)
+        )
+    else:
+        ok = False
+    return heads.pop() if ok else None
 
 
 def _preserves_grid(node: Any, types: dict[str, int], rounded: set[str]) -> bool:
@@ -427,8 +590,11 @@ def emulate_tf32(model: Any) -> Rewrite:
     return report
 
 
-def emulate(model: Any, fmt: str) -> Rewrite:
-    """Rewrite `model` in place for `fmt` ("fp16", "bf16" or "tf32")."""
+def emulate(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
+    """Rewrite `model` in place for `fmt` ("fp16", "bf16" or "tf32"); `rounding` ("op" or
+    "layer") applies to fp16 and bf16 (tf32 rounds only MatMul-like operands: "op" only)."""
     if fmt == "tf32":
+        if rounding != "op":
+            raise ValueError(f"emulate: tf32 takes no rounding mode, not {rounding!r}")
         return emulate_tf32(model)
-    return emulate_storage(model, fmt)
+    return emulate_storage(model, fmt, rounding)
