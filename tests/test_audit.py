@@ -294,7 +294,7 @@ def test_fingerprint_profiles_on_the_first_samples(models, data_files):
                    data_files["multiclass"]["data"], task="multiclass", batch_size=128,
                    profile_samples=300)
     assert set(result.profiles) == {"fp32", "fp16", "fp16 layer", "bf16", "bf16 layer", "tf32",
-                                    "int8", "int8 static"}
+                                    "int8", "int8 7-bit", "int8 static"}
     for label, profile in result.profiles.items():
         assert profile.ok, (label, profile.error)
         # emulate:fp16 was named as a candidate: its full run serves as the profile too

@@ -618,3 +618,12 @@ def test_describe_before_activate():
 def test_option_defaults_in_describe(text, key, value):
     info = create(parse_spec(text)).describe()
     assert info[key] == value
+
+
+def test_int8_reduce_range_quantizes_more_coarsely(real_models):
+    path, feed, folder = real_models["mlp"]
+    ref = run_ort(path, feed)
+    eight, info = run_spec(path, "emulate:int8", [feed], folder)
+    seven, info7 = run_spec(path, "emulate:int8?reduce_range=1", [feed], folder)
+    assert "reduce_range=False" in info["method"] and "reduce_range=True" in info7["method"]
+    assert median_rel(seven["prob"], ref) > 1.3 * median_rel(eight["prob"], ref)

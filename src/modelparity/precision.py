@@ -40,6 +40,7 @@ PROFILE_BACKENDS = {
     "bf16 layer": "emulate:bf16?rounding=layer",
     "tf32": "emulate:tf32",
     "int8": "emulate:int8",
+    "int8 7-bit": "emulate:int8?reduce_range=1",
     "int8 static": "emulate:int8?mode=static",
 }
 PROFILE_SAMPLES = 20_000  # an error profile needs a sample of the data, not all of it

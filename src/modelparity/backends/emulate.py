@@ -17,6 +17,8 @@ ONNX Runtime's CPU provider with default session options; inputs and outputs sta
 - `emulate:int8`: ONNX Runtime dynamic quantization (`quantize_dynamic`, QInt8 weights per
   tensor; activations quantized to uint8 at run time with a scale computed over each batch, so
   a sample's output depends a little on the batch it runs in). `mode=dynamic` is the default.
+- `emulate:int8?reduce_range=1`: the same with 7-bit weights (PyTorch's fbgemm dynamic
+  quantization and other x86 INT8 paths without VNNI do this).
 - `emulate:int8?mode=static`: ONNX Runtime static quantization as most INT8 deployments use it
   (`quantize_static`, QDQ format, per tensor, MinMax calibration, ORT's defaults: symmetric
   QInt8 weights, asymmetric QInt8 activations). There is no data at activation, so the model is
@@ -51,7 +53,7 @@ OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "fp16": {"rounding": ("op", "layer")},
     "bf16": {"rounding": ("op", "layer")},
     "tf32": {},
-    "int8": {"mode": ("dynamic", "static")},
+    "int8": {"mode": ("dynamic", "static"), "reduce_range": ("0", "1")},
 }
 #: Samples per calibration run of `mode=static` (MinMax over chunks equals MinMax over all).
 CALIBRATION_CHUNK = 64
@@ -132,7 +134,7 @@ def save_model(model: Any, path: str) -> None:
 
 
 class EmulateBackend(Backend):
-    known_options = frozenset({"rounding", "mode"})
+    known_options = frozenset({"rounding", "mode", "reduce_range"})
 
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
@@ -193,6 +195,8 @@ class EmulateBackend(Backend):
                 out_path,
                 weight_type=QuantType.QInt8,
                 use_external_data_format=big,
+                # 7-bit weights, as PyTorch's fbgemm and other x86 int8 paths without VNNI use
+                reduce_range=self.options.get("reduce_range") == "1",
             )
         except Exception as exc:
             raise ModelError(
@@ -208,7 +212,8 @@ class EmulateBackend(Backend):
             for t in quantized.graph.initializer
         )
         self.added_nodes = len(quantized.graph.node) - len(source.graph.node)
-        self.method = "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)"
+        self.method = ("onnxruntime.quantization.quantize_dynamic(weight_type=QInt8, "
+                       f"reduce_range={self.options.get('reduce_range') == '1'})")
 
     def _quantize_static(self, feed: dict[str, np.ndarray]) -> None:
         """Quantize the FP32 model statically, calibrated on `feed` (the first batch)."""
