@@ -22,6 +22,7 @@ from modelparity.spec import BackendSpec
 READ_BACK = ("INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT", "PERFORMANCE_HINT",
              "INFERENCE_NUM_THREADS", "NUM_STREAMS")
 VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+BOOKKEEPING_LAYERS = frozenset({"Input", "Output", "Const", "Reorder"})  # not computation
 
 
 def device_name(spec: BackendSpec) -> str:
@@ -111,7 +112,8 @@ class OpenVINOBackend(Backend):
         return info
 
     def runtime_precisions(self) -> dict[str, int]:
-        """How many executed nodes ran at each precision, from the runtime model's own rt_info."""
+        """The runtime's own testimony: how many executed compute layers ran at each precision,
+        by layer type ("FullyConnected bf16": 2), from the compiled runtime model's rt_info."""
         try:
             runtime_model = self.compiled.get_runtime_model()
         except Exception:
@@ -119,9 +121,13 @@ class OpenVINOBackend(Backend):
         counts: Counter[str] = Counter()
         for op in runtime_model.get_ordered_ops():
             info = op.get_rt_info()
-            if "runtimePrecision" in info:
-                counts[str(info["runtimePrecision"])] += 1
-        return dict(counts)
+            if "runtimePrecision" not in info or "layerType" not in info:
+                continue
+            layer = info["layerType"].astype(str)
+            if layer in BOOKKEEPING_LAYERS:
+                continue
+            counts[f"{layer} {info['runtimePrecision'].astype(str)}"] += 1
+        return dict(sorted(counts.items()))
 
     def deactivate_impl(self) -> None:
         self.request = None
