@@ -17,6 +17,7 @@ from modelparity.backends import create_backend
 from modelparity.backends import emulate as emulate_backend
 from modelparity.backends.emulate import create
 from modelparity.emulation import emulate, layer_plan
+from modelparity.emulation.rewrite import layer_prologue
 from modelparity.errors import SpecError
 from modelparity.model import prepare_model
 from modelparity.spec import parse_spec
@@ -627,3 +628,74 @@ def test_int8_reduce_range_quantizes_more_coarsely(real_models):
     seven, info7 = run_spec(path, "emulate:int8?reduce_range=1", [feed], folder)
     assert "reduce_range=False" in info["method"] and "reduce_range=True" in info7["method"]
     assert median_rel(seven["prob"], ref) > 1.3 * median_rel(eight["prob"], ref)
+
+
+def normalised_mlp(seed: int, raw: np.ndarray, hidden: int = 64) -> onnx.ModelProto:
+    """x -> (x - mean) / std -> MatMul + bias -> Relu -> MatMul -> Sigmoid, with the mean and
+    std of the raw data `raw` (features of magnitude ~1000: a BF16 input loses the normalised
+    value to cancellation)."""
+    rng = np.random.default_rng(seed)
+    features = raw.shape[1]
+    inits = [
+        numpy_helper.from_array(raw.mean(0).astype(np.float32), "mean"),
+        numpy_helper.from_array(raw.std(0).astype(np.float32), "std"),
+        numpy_helper.from_array(
+            rng.normal(0, 1 / np.sqrt(features), (features, hidden)).astype(np.float32), "W1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, hidden).astype(np.float32), "b1"),
+        numpy_helper.from_array(
+            rng.normal(0, 1 / np.sqrt(hidden), (hidden, 1)).astype(np.float32), "W2"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["xc"]),
+        helper.make_node("Div", ["xc", "std"], ["xn"]),
+        helper.make_node("MatMul", ["xn", "W1"], ["h1"]),
+        helper.make_node("Add", ["h1", "b1"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["h3"]),
+        helper.make_node("MatMul", ["h3", "W2"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["prob"]),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("x", FLOAT, ["n", features])],
+                      [helper.make_tensor_value_info("prob", FLOAT, ["n", 1])], inits)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_layer_keeps_the_input_normalisation_fp32(tmp_path, fmt):
+    """OpenVINO's BF16 runs the normalisation before the first layer in FP32 and converts at
+    the FullyConnected's input: layer mode rounds the normalised input, not the raw one."""
+    rng = np.random.default_rng(11)
+    x = (np.abs(rng.standard_normal((2000, 30))) * 1000 + 100).astype(np.float32)
+    model = normalised_mlp(3, x)
+    path = save(model, tmp_path / "normalised.onnx")
+    assert layer_prologue(model) == {"x", "mean", "std", "xc", "xn"}
+    assert layer_plan(model) == ({"h1", "h2"}, {"z", "prob"})
+    rewritten = onnx.load(path)
+    report = emulate(rewritten, fmt, "layer")
+    # W1 b1 W2, xn where it enters the MatMul, h3; mean and std stay FP32
+    assert report.rounded_tensors == 5 and report.prologue == 2 and report.fused == 2
+    consts = {t.name: numpy_helper.to_array(t) for t in rewritten.graph.initializer}
+    assert np.array_equal(consts["mean"], numpy_helper.to_array(model.graph.initializer[0]))
+    assert np.array_equal(consts["std"], numpy_helper.to_array(model.graph.initializer[1]))
+
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    xn = (x - w["mean"]) / w["std"]  # FP32, unrounded
+    h = reference(fmt, np.maximum(
+        reference(fmt, xn) @ reference(fmt, w["W1"]) + reference(fmt, w["b1"]), np.float32(0)))
+    z = h @ reference(fmt, w["W2"])  # the last layer and the Sigmoid in FP32
+    sim = (1 / (1 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+    feed = {"x": x}
+    layer = run_emulated(path, f"{fmt}?rounding=layer", feed, tmp_path)
+    assert np.abs(layer - sim).max() < 4 * np.spacing(np.float32(1))
+    fp32 = run_ort(path, feed)
+    assert np.abs(fp32 - sim).max() > 100 * np.abs(layer - sim).max()
+    err = median_rel(layer, fp32)
+    op = run_emulated(path, fmt, feed, tmp_path)  # rounds x itself: cancellation in x - mean
+    assert median_rel(op, fp32) > 3 * err > 0
+    # the former rule (graph inputs rounded) is what feeding a rounded x gives: worse
+    raw_rounded = run_emulated(path, f"{fmt}?rounding=layer", {"x": reference(fmt, x)}, tmp_path)
+    assert median_rel(raw_rounded, fp32) > 1.15 * err
+
+    # a prologue tensor read by a layer and by the caller: rounded once, for the layer only
+    model.graph.output.append(helper.make_tensor_value_info("xn", FLOAT, ["n", 30]))
+    both = save(model, tmp_path / "normalised_xn.onnx")
+    out, _ = run_spec(both, f"emulate:{fmt}?rounding=layer", [feed], tmp_path)
+    assert same_bits(out["xn"], xn).all() and same_bits(out["prob"], layer).all()

@@ -9,11 +9,13 @@ ONNX Runtime's CPU provider with default session options; inputs and outputs sta
 - `emulate:bf16`: the same with BF16 (OpenVINO's CPU default on CPUs with native BF16).
 - `emulate:tf32`: NVIDIA TF32: only the multiplicands of MatMul, Gemm, Conv, ConvTranspose and
   Einsum are rounded to 10 mantissa bits; accumulation and everything else stay FP32.
-- `emulate:fp16?rounding=layer`, `emulate:bf16?rounding=layer`: rounded only at fused-layer
-  boundaries, as runtimes with fused kernels do (OpenVINO's BF16): a MatMul/Conv/Gemm with its
-  bias/scale/BatchNorm and activation epilogue is rounded once, at its last tensor; a final
-  Sigmoid/Softmax/LogSoftmax graph output and its input chain back to the previous layer stay
-  FP32; weights and graph inputs are rounded. `rounding=op` (the default) rounds after every op.
+- `emulate:fp16?rounding=layer`, `emulate:bf16?rounding=layer`: values are rounded where they
+  enter or leave a low-precision compute layer, as runtimes with fused kernels do (OpenVINO's
+  BF16): a MatMul/Conv/Gemm with its bias/scale/BatchNorm and activation epilogue reads rounded
+  operands and weights and is rounded once, at its last tensor; what runs before the first layer
+  (graph inputs, an input normalisation) and after the last (a final Sigmoid/Softmax/LogSoftmax
+  graph output and its input chain back to the previous layer) stays FP32.
+  `rounding=op` (the default) rounds after every op, graph inputs included.
 - `emulate:int8`: ONNX Runtime dynamic quantization (`quantize_dynamic`, QInt8 weights per
   tensor; activations quantized to uint8 at run time with a scale computed over each batch, so
   a sample's output depends a little on the batch it runs in). `mode=dynamic` is the default.

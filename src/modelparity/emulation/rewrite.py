@@ -9,15 +9,26 @@ activations in FP16/BF16 between ONNX ops does (CoreML's NeuralNetwork format on
 FP16's range is reproduced too: |x| > 65504 becomes inf, as a BatchNorm variance does in a real
 FP16 model.
 
-`rounding="layer"` rounds only at fused-layer boundaries, as runtimes with fused kernels do
-(OpenVINO's BF16 inference precision: a MatMul/Conv/Gemm with its bias and activation is one
-kernel that accumulates in FP32 and stores its output once). Exactly:
-- rounded as in "op" mode: every FLOAT initializer (weights, biases, epilogue constants) and
-  every FLOAT graph input;
-- a node's FLOAT output is NOT rounded when it is not a graph output, has at least one consumer,
-  and every consumer is an epilogue node of the same fused layer (a kernel it would be fused
-  into); every other FLOAT node output is rounded (the last tensor of each chain, and the output
-  of any op that is not followed by epilogues only);
+`rounding="layer"` rounds only where values enter or leave a low-precision compute layer, as
+runtimes with fused kernels do (OpenVINO's BF16 inference precision: a MatMul/Conv/Gemm with its
+bias and activation is one kernel that converts its inputs, accumulates in FP32 and stores its
+output once); what runs before the first layer and after the last stays FP32. Exactly:
+- compute layers are the default-domain MatMul, Gemm, Conv, ConvTranspose, Einsum, GRU, LSTM
+  and RNN (`COMPUTE_OPS`);
+- the prologue (what runs before the first layer) stays FP32: graph inputs are not rounded,
+  nor the outputs of a node that is not a compute layer and reads nothing computed from one
+  (normalisation Sub/Div, Cast, Reshape, ... on the raw inputs), nor the FLOAT initializers and
+  `Constant` outputs read only by such nodes (a normalisation's mean and std). A node with a
+  subgraph or of another domain is never prologue (its outputs are rounded as below);
+- a FLOAT tensor is rounded where it enters a compute layer (any FLOAT input of a compute op)
+  unless it is already on the format's grid (a rounded weight or layer output): once per
+  tensor, the compute ops read the rounded copy and every other reader the FP32 original
+  (OpenVINO converts a prologue's FP32 output to BF16 at the FullyConnected's input);
+- rounded as in "op" mode: every other FLOAT initializer (weights, biases, epilogue constants);
+- a node's FLOAT output after the prologue is NOT rounded when it is not a graph output, has at
+  least one consumer, and every consumer is an epilogue node of the same fused layer (a kernel
+  it would be fused into); every other FLOAT node output after the prologue is rounded (the
+  last tensor of each chain, and the output of any op that is not followed by epilogues only);
 - an epilogue node is an element-wise op of the default domain whose non-constant inputs are all
   node outputs of one fused layer (it then joins that layer; a node that is not an epilogue
   starts a layer of its own). "Constant" means an initializer or a `Constant` node's output.
@@ -33,7 +44,9 @@ kernel that accumulates in FP32 and stores its output once). Exactly:
   them (the last layer's own operands are rounded, as layer boundaries).
 A tensor read by a subgraph (If/Loop/Scan body) counts as read by a non-epilogue. Not modelled:
 runtimes that fuse fewer or more (a residual Add of two layers, an epilogue with several
-readers that a runtime would not fuse), weights folded before rounding (BatchNorm into Conv).
+readers that a runtime would not fuse), weights folded before rounding (BatchNorm into Conv),
+a prologue tensor read by an epilogue or by a node of another domain (read unrounded), and
+runtimes that run element-wise prologue ops in the low precision too.
 
 - fp16 rounds with `Cast(to=FLOAT16)` then `Cast(to=FLOAT)`; ONNX Runtime's CPU Cast is
   round-to-nearest-even, bit-identical to NumPy's `astype(np.float16)` (subnormals included).
@@ -107,6 +120,10 @@ BATCHNORM_HOSTS = frozenset({"Conv", "ConvTranspose"})
 FINAL_FP32 = frozenset({"Sigmoid", "Softmax", "LogSoftmax"})
 #: Layout ops walked through from a final FP32 op back to the layer it reads.
 LAYOUT_OPS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
+#: Low-precision compute layers of rounding="layer": their FLOAT inputs are rounded on entry.
+COMPUTE_OPS = frozenset({
+    "MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "GRU", "LSTM", "RNN",
+})
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _LARGE_CONSTANT = 1 << 20  # bytes: Constant tensors above this are emptied in the type skeleton
 
@@ -231,6 +248,7 @@ class Rewrite:
     rounding: str = "op"  # fp16/bf16: "op" (after every op) or "layer" (per fused layer)
     fused: int = 0  # rounding="layer": float node outputs left FP32 inside a fused layer
     kept_fp32: int = 0  # rounding="layer": final Sigmoid/Softmax outputs and inputs left FP32
+    prologue: int = 0  # rounding="layer": float node outputs left FP32 before the first layer
 
 
 def default_opset(model: Any) -> int:
@@ -354,8 +372,10 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
     types = tensor_types(model)
     fused: set[str] = set()
     kept: set[str] = set()
+    prologue: set[str] = set()  # left FP32 unless read by a compute layer
     if rounding == "layer":
-        fused, kept = layer_plan(model, types)
+        prologue = layer_prologue(model, types)
+        fused, kept = layer_plan(model, types, prologue)
     prefix = _unique_prefix(model)
     use_cast = fmt == "fp16" or default_opset(model) >= 13
     rounder = _Rounder(model, fmt, prefix, use_cast=use_cast)
@@ -364,6 +384,8 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
 
     input_names = {v.name for v in graph.input}
     for i, init in enumerate(graph.initializer):
+        if init.name in prologue:
+            continue
         if init.data_type == _FLOAT and not init.name.startswith(prefix):
             graph.initializer[i].CopyFrom(_round_initializer(init, fmt))
             report.rounded_tensors += 1
@@ -374,7 +396,7 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
     renamed: dict[str, str] = {}
     initializer_names = {t.name for t in graph.initializer}
     for value in graph.input:
-        if types.get(value.name) != _FLOAT:
+        if types.get(value.name) != _FLOAT or value.name in prologue:
             continue  # (a graph output that is this very input stays as fed)
         dst = rounder.fresh("input")
         new_nodes.extend(rounder.nodes(value.name, dst))
@@ -383,20 +405,37 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
         if value.name not in initializer_names:
             report.rounded_tensors += 1
 
+    entering: dict[str, str] = {}  # rounding="layer": tensor -> its copy rounded for layers
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
+        touched = False
+        if rounding == "layer" and _is_compute(node):
+            for i, name in enumerate(node.input):
+                if not name or types.get(name) != _FLOAT or name in rounded:
+                    continue
+                if name not in entering:
+                    entering[name] = rounder.fresh("enter")
+                    new_nodes.extend(rounder.nodes(name, entering[name]))
+                    report.rounded_tensors += 1
+                node.input[i] = entering[name]
+                touched = True
         new_nodes.append(node)
         float_outputs = [k for k, out in enumerate(node.output) if out and types.get(out) == _FLOAT]
         report.untyped += sum(1 for out in node.output if out and out not in types)
         report.fused += sum(1 for k in float_outputs if node.output[k] in fused)
         report.kept_fp32 += sum(1 for k in float_outputs if node.output[k] in kept)
-        float_outputs = [k for k in float_outputs if node.output[k] not in fused | kept]
+        report.prologue += sum(
+            1 for k in float_outputs if node.output[k] in prologue - kept
+        )
+        float_outputs = [k for k in float_outputs if node.output[k] not in fused | kept | prologue]
         if not float_outputs:
+            report.nodes += touched
             continue
         if _preserves_grid(node, types, rounded):
             rounded.update(node.output[k] for k in float_outputs)
+            report.nodes += touched
             continue
         report.nodes += 1
         for k in float_outputs:
@@ -433,13 +472,66 @@ def _subgraph_reads(node: Any) -> set[str]:
     return names
 
 
-def layer_plan(model: Any, types: dict[str, int] | None = None) -> tuple[set[str], set[str]]:
-    """The FLOAT node outputs that rounding="layer" leaves unrounded: (inside a fused layer,
-    final Sigmoid/Softmax/LogSoftmax outputs and their FP32 input chain). See the module
-    docstring for the rules."""
+def _is_compute(node: Any) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in COMPUTE_OPS
+
+
+def layer_prologue(model: Any, types: dict[str, int] | None = None) -> set[str]:
+    """The FLOAT tensors that rounding="layer" leaves FP32 because they come before the first
+    compute layer on every path (they are rounded only where a compute layer reads them):
+    graph inputs, outputs of nodes that are not compute layers and read nothing computed from
+    one, and the initializers / `Constant` outputs read only by such nodes."""
+    from onnx import AttributeProto
+
     graph = model.graph
     if types is None:
         types = tensor_types(model)
+    after: set[str] = set()  # tensors computed from a compute layer's output (or opaque nodes)
+    early: set[int] = set()  # indices of prologue nodes
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        reads = {n for n in node.input if n} | _subgraph_reads(node)
+        for name in reads:
+            readers.setdefault(name, []).append(i)
+        opaque = node.domain not in ("", "ai.onnx") or any(
+            a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute
+        )
+        if opaque or _is_compute(node) or reads & after:
+            after.update(n for n in node.output if n)
+        else:
+            early.add(i)
+    graph_outputs = {v.name for v in graph.output}
+    prologue = {v.name for v in graph.input if types.get(v.name) == _FLOAT}
+    constants = {t.name for t in graph.initializer}
+    for i in early:
+        node = graph.node[i]
+        for out in node.output:
+            if not out or types.get(out) != _FLOAT:
+                continue
+            if node.op_type == "Constant":
+                constants.add(out)
+            else:
+                prologue.add(out)
+    for name in constants - prologue:  # weights stay rounded unless only the prologue reads them
+        users = readers.get(name, [])
+        if types.get(name) != _FLOAT or name in graph_outputs or not users:
+            continue
+        if all(j in early for j in users):
+            prologue.add(name)
+    return prologue
+
+
+def layer_plan(
+    model: Any, types: dict[str, int] | None = None, prologue: set[str] | None = None
+) -> tuple[set[str], set[str]]:
+    """The FLOAT node outputs after the prologue (`layer_prologue`) that rounding="layer" leaves
+    unrounded: (inside a fused layer, final Sigmoid/Softmax/LogSoftmax outputs and their FP32
+    input chain). See the module docstring for the rules."""
+    graph = model.graph
+    if types is None:
+        types = tensor_types(model)
+    if prologue is None:
+        prologue = layer_prologue(model, types)
     nodes = list(graph.node)
     constants = {t.name for t in graph.initializer}
     constants.update(n.output[0] for n in nodes if n.op_type == "Constant" and n.output)
@@ -486,7 +578,7 @@ def layer_plan(model: Any, types: dict[str, int] | None = None) -> tuple[set[str
             j = producer[source]
             if nodes[j].domain not in ("", "ai.onnx") or nodes[j].op_type not in LAYOUT_OPS:
                 break
-    return fused - kept, kept
+    return fused - kept - prologue, kept
 
 
 def _epilogue_of(
