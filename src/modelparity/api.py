@@ -266,7 +266,8 @@ def audit(
             for result in candidates:
                 if fingerprint and result.spec == text:
                     profiles[label] = result
-        at_risk = precision_findings(config, ref_result, candidates, profiles)
+        at_risk = precision_findings(config, ref_result, candidates, profiles) if fingerprint \
+            else []
 
         result = AuditResult(
             model={

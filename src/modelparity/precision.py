@@ -30,8 +30,9 @@ from modelparity.numerics.roundtrip import compare_roundtrip
 from modelparity.result import BackendResult
 
 # Yardsticks by name; the first word is the precision. Runtimes round differently within one
-# precision (after every op, or once per fused layer with the last activation in FP32; dynamic
-# or calibrated static INT8), so a precision may have several, and the nearest one speaks for it.
+# precision (after every op; or only where values enter and leave fused compute layers, with
+# what runs before the first layer and after the last in FP32, as OpenVINO does; dynamic, 7-bit
+# or calibrated static INT8), so a precision may have several: the nearest one speaks for it.
 PROFILE_BACKENDS = {
     "fp32": "ort:cpu?graph_optimization_level=basic&intra_op_num_threads=1",
     "fp16": "emulate:fp16",

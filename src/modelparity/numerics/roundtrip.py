@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import binomtest
 
 FORMATS: tuple[str, ...] = ("bf16", "fp16", "tf32")
 """Known formats, most restrictive first: the order in which a verdict is looked for."""
@@ -250,6 +249,8 @@ def _upper_bound(survived: int, tested: int) -> float:
     if survived >= tested:
         return 1.0
     two_sided = 2 * BASELINE_CONFIDENCE - 1  # the upper end of this interval is one-sided
+    from scipy.stats import binomtest  # on first use: scipy costs ~0.3 s and ~60 MiB
+
     return float(binomtest(survived, tested).proportion_ci(two_sided, method="exact").high)
 
 
@@ -259,6 +260,8 @@ def _p_greater(k: int, n: int, p0: float) -> float:
         return 1.0
     if p0 >= 1.0:
         return 1.0
+    from scipy.stats import binomtest
+
     return float(binomtest(k, n, max(p0, 0.0), alternative="greater").pvalue)
 
 
