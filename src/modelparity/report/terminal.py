@@ -180,12 +180,12 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
                     f"{stats.inf_mismatch} Inf value(s) where the reference differs",
                     style="bold red"))
     for backend in result.candidates:
-        if backend.fingerprint is not None:
-            console.print(Text.assemble((f"{backend.spec}: ", "bold"),
-                                        backend.fingerprint.evidence))
-            if backend.fingerprint.roundtrip is not None:
-                console.print(Text(f"    round trip: {backend.fingerprint.roundtrip.text}",
-                                   style="dim"))
+        fingerprint = backend.fingerprint
+        reported = SHORT_PRECISION.get(backend.precision or "", backend.precision)
+        # the evidence for a plain FP32 verdict that nobody disputes stays in report.json
+        if fingerprint is not None and (fingerprint.verdict != "fp32"
+                                        or reported not in (None, "fp32")):
+            console.print(Text.assemble((f"{backend.spec}: ", "bold"), fingerprint.evidence))
         if backend.at_risk_flips:
             risk = backend.at_risk_flips
             console.print(Text(
