@@ -126,12 +126,13 @@ def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: T
 class _Comparison:
     """Accumulates one candidate against the reference, batch by batch."""
 
-    def __init__(self, head: DecisionHead, output: str, samples: int | None) -> None:
+    def __init__(self, head: DecisionHead, output: str, samples: int | None,
+                 roundtrip: bool) -> None:
         self.head = head
         self.output = output
         self.errors: dict[str, ErrorAccumulator] = {}
         self.decisions = DecisionAccumulator(samples)
-        self.roundtrip = RoundTripAccumulator()
+        self.roundtrip = RoundTripAccumulator() if roundtrip else None
 
     def update(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
         if set(candidate) != set(reference):
@@ -147,7 +148,7 @@ class _Comparison:
             if name not in self.errors:
                 self.errors[name] = ErrorAccumulator(ref.dtype)
             self.errors[name].update(ref, cand)
-            if cand.dtype.kind == "f":
+            if self.roundtrip is not None and cand.dtype.kind == "f":
                 self.roundtrip.update(cand)
         self.decisions.update(self.head.decide(candidate[self.output]))
 
@@ -224,7 +225,7 @@ def audit(
 
         key = _run_key(prepared, source, batch_size, config, ref_spec)
         run = _Run(prepared, source, batch_size, timeout, warmup, workdir, key, progress,
-                   head, config, label_values, label_name)
+                   head, config, label_values, label_name, fingerprint)
         named = {spec.text for spec in [ref_spec, *cand_specs]}
         profile_specs = {label: parse_spec(text) for label, text in PROFILE_BACKENDS.items()
                          if fingerprint and text not in named}
@@ -321,6 +322,7 @@ class _Run:
     task: TaskConfig
     labels: np.ndarray | None
     label_name: str | None
+    fingerprint: bool
 
     def __post_init__(self) -> None:
         self.samples = self.source.num_samples or 0  # the true count once the reference ran
@@ -374,13 +376,13 @@ class _Run:
         spool.begin(self.key)
         result = BackendResult(spec=spec.text, role="reference")
         decisions = DecisionAccumulator(self.source.num_samples)
-        roundtrip = RoundTripAccumulator()
+        roundtrip = RoundTripAccumulator() if self.fingerprint else None
         self.progress.start(spec.text, self.source.num_samples)
         try:
             for rows, outputs in worker.outputs():
                 spool.write({name: np.asarray(value) for name, value in outputs.items()})
                 for value in outputs.values():
-                    if np.asarray(value).dtype.kind == "f":
+                    if roundtrip is not None and np.asarray(value).dtype.kind == "f":
                         roundtrip.update(np.asarray(value))
                 decisions.update(self.head.decide(np.asarray(outputs[self.task.output])))
                 self.progress.advance(spec.text, rows)
@@ -397,7 +399,7 @@ class _Run:
         if result.ok:
             result.latency = worker.latency()
             result.decided = decisions.result()
-            result.roundtrip = roundtrip.result()
+            result.roundtrip = roundtrip.result() if roundtrip else None
             self.samples = spool.total_rows
             self._metrics(result)
             _save(result, self._saved_path(spec), self.key)
@@ -423,7 +425,7 @@ class _Run:
             return result
         result = BackendResult(spec=spec.text, role=role)
         expected = (source.num_samples if source else None) or self.samples or None
-        comparison = _Comparison(self.head, self.task.output or "", expected)
+        comparison = _Comparison(self.head, self.task.output or "", expected, self.fingerprint)
         self.progress.start(spec.text, expected)
         try:
             reference_batches = spool.batches()
@@ -448,7 +450,7 @@ class _Run:
             result.latency = worker.latency()
             result.errors = {name: acc.result() for name, acc in comparison.errors.items()}
             result.decided = comparison.decisions.result()
-            result.roundtrip = comparison.roundtrip.result()
+            result.roundtrip = comparison.roundtrip.result() if comparison.roundtrip else None
             self.findings(result, reference)
             _save(result, self._saved_path(spec), self.key)
         self.progress.finish(spec.text, result)
