@@ -13,9 +13,9 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
-    block = re.search(r"```python\n(.*?)```", README, re.S)
-    assert block is not None
-    code = (block.group(1)
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README, re.S)
+                 if "modelparity.audit(" in b)
+    code = (block
             .replace('"model.onnx"', repr(models["binary"]["path"]))
             .replace('"x.npz"', repr(data_files["binary"]["data"]))
             .replace('"y.npy"', repr(data_files["binary"]["labels"])))
@@ -32,3 +32,23 @@ def test_every_run_option_in_the_readme_exists():
     assert mentioned, "the README names no options?"
     missing = sorted(option for option in mentioned if option not in help_text)
     assert not missing, f"README mentions options that `run` lacks: {missing}"
+
+
+def test_pytest_example_passes_and_fails_as_described(models, data_files, tmp_path,
+                                                      monkeypatch):
+    import pytest
+
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    example = next(b for b in blocks if "assert_parity" in b)
+    code = (example.replace('"model.onnx"', repr(models["binary"]["path"]))
+            .replace('"x.npz"', repr(data_files["binary"]["data"])))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    monkeypatch.chdir(tmp_path)
+    namespace["test_openvino_keeps_our_decisions"]()  # FP32-pinned OpenVINO: passes
+    failing = (code.replace("openvino:cpu?INFERENCE_PRECISION_HINT=f32",
+                            "py:planted_backends:make?rows=0&nudge=0.9")
+               .replace("policy=(", "warmup=0, policy=("))  # planted rows count warm-up runs
+    exec(compile(failing, "README.md", "exec"), namespace)
+    with pytest.raises(AssertionError, match="sample 0"):
+        namespace["test_openvino_keeps_our_decisions"]()

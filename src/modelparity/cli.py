@@ -1,6 +1,7 @@
 """The command line: a thin layer that parses options, calls the API and renders the result.
 
-Exit codes: 0 when every backend ran, 2 on an error (bad input, or a backend that failed).
+Exit codes: 0 when every backend ran and every --fail-on policy held, 1 when a policy failed,
+2 on an error (bad input, or a backend that failed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 130)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 EXIT_OK, EXIT_ERROR = 0, 2
+EXIT_POLICY = 1  # a --fail-on policy failed
 
 
 class BarProgress:
@@ -143,19 +145,39 @@ def run(
              "can run code. Only for files you trust.")] = False,
     show_flips: Annotated[int, typer.Option(help="How many flipped samples to list per "
                                                  "backend in the terminal.")] = 10,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", metavar="EXPR",
+        help="A policy that fails the run (exit code 1) when it is true for any candidate "
+             "backend; repeat, or separate with commas. QUANTITY OP VALUE, OP one of > >= < <= "
+             "== !=: flips>0, flips>=3, flip_rate>0.001, max_abs>1e-4, max_rel>1e-3, "
+             "max_ulp>8, metric.f1<-0.001 (candidate minus reference; needs --labels), "
+             "precision!=fp32 (measured by the fingerprint), reported_precision!=fp32 (what "
+             "the runtime reports), status!=ok. A quantity a backend lacks is listed as not "
+             "checked and does not fail.")] = None,
+    junit: Annotated[str | None, typer.Option(
+        "--junit", metavar="PATH",
+        help="Write JUnit XML here: one test case per candidate backend and check "
+             "(ran, flips, each --fail-on policy).")] = None,
+    markdown: Annotated[str | None, typer.Option(
+        "--markdown", metavar="PATH",
+        help="Write a Markdown summary here (fits $GITHUB_STEP_SUMMARY).")]
+        = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
     """Compare MODEL on each --backend against the reference, on the same inputs.
 
     Shows output errors, flipped decisions, metric changes (with --labels) and latency per
-    backend; --out also writes report.json. Exit code 0 when every backend ran, 2 on an error.
+    backend; --out also writes report.json. Exit code 0 when all is well, 1 when a --fail-on
+    policy fails, 2 on an error (bad input, or a backend that failed).
     """
     from modelparity.api import audit
     from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
+    from modelparity.policy import evaluate, parse_policies
     from modelparity.report.terminal import render
 
     try:
+        policies = parse_policies(fail_on)
         shapes = dict(parse_shape(text) for text in shape or [])
         config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
                             logits=logits, k=k, atol=atol, rtol=rtol, custom=custom)
@@ -173,7 +195,29 @@ def run(
     render(result, console, show_flips=show_flips)
     if out:
         console.print(f"report: {os.path.join(out, 'report.json')}")
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_ERROR)
+    policy_report = evaluate(result, policies) if policies else None
+    if policy_report is not None:
+        for outcome in policy_report.outcomes:
+            style = {"failed": "bold red", "held": "green"}.get(outcome.verdict, "dim")
+            console.print(outcome.describe(), style=style, highlight=False)
+        console.print(policy_report.summary(), highlight=False,
+                      style="bold red" if policy_report.failed else "bold green")
+    try:
+        if junit:
+            from modelparity.report.junit import write_junit
+
+            console.print(f"junit: {write_junit(result, junit, policy_report)}")
+        if markdown:
+            from modelparity.report.markdown import write_markdown
+
+            console.print(f"markdown: {write_markdown(result, markdown, policy_report)}")
+    except OSError as exc:
+        raise fail(f"--junit/--markdown: cannot write {exc.filename}: {exc.strerror}",
+                   debug) from None
+    if not result.ok:
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_POLICY if policy_report is not None and policy_report.failed
+                     else EXIT_OK)
 
 
 @app.command()

@@ -102,7 +102,9 @@ def parse_policy(text: str) -> Policy:
         raise _error(str(text), "empty expression")
     match = _PATTERN.match(text)
     if match is None:
-        raise _error(text, "not of the form QUANTITY OP VALUE")
+        hint = " (use == to compare for equality)" if re.search(r"(?<![<>=!])=(?!=)", text) \
+            else ""
+        raise _error(text, f"cannot read it{hint}")
     quantity, op, raw = match["quantity"].lower(), match["op"], match["value"]
     clean = text.strip()
     if quantity.startswith("metric."):
@@ -242,7 +244,7 @@ def _actual(backend: BackendResult, quantity: str) -> tuple[float | str | None, 
         return (value, None) if value is not None else (None, "no output values compared")
     if quantity == "precision":
         if backend.fingerprint is None:
-            return None, "no fingerprint (it runs with fingerprint=True / --fingerprint)"
+            return None, "no fingerprint: the audit ran with fingerprint off"
         verdict = backend.fingerprint.verdict
         if verdict not in CATEGORICAL["precision"]:
             return None, f"fingerprint verdict {verdict}"
@@ -269,8 +271,9 @@ def evaluate(result: AuditResult, policies: Sequence[Policy | str] | Policy | st
              ) -> PolicyReport:
     """Check every policy on every candidate backend of `result`."""
     outcomes = []
-    for policy in parse_policies(policies):
-        for backend in result.candidates:
+    parsed = parse_policies(policies)
+    for backend in result.candidates:
+        for policy in parsed:
             actual, reason = _actual(backend, policy.quantity)
             if reason is not None:
                 outcomes.append(PolicyOutcome(policy, backend.spec, None, False, False, reason))

@@ -48,12 +48,15 @@ def parity_message(result: AuditResult, report: PolicyReport) -> str | None:
             lines.append(f"{backend.spec}: {backend.flips.count} of {backend.flips.total} "
                          "decisions flipped, closest to the boundary first:")
             lines += [f"  {line}" for line in flip_lines(backend, FLIPS_IN_MESSAGE)]
+        reported = backend.precision or "none"
         if backend.fingerprint is not None:
-            lines.append(f"{backend.spec}: precision {backend.fingerprint.verdict}: "
-                         f"{backend.fingerprint.evidence}")
-    checked_nothing = report.not_checked
-    if checked_nothing:
-        lines.append("not checked: " + "; ".join(o.describe() for o in checked_nothing))
+            lines.append(f"{backend.spec}: precision reported {reported}, measured "
+                         f"{backend.fingerprint.verdict}: {backend.fingerprint.evidence}")
+        else:
+            lines.append(f"{backend.spec}: precision reported {reported}, not measured "
+                         "(fingerprint=False)")
+    if report.not_checked:
+        lines.append("not checked: " + "; ".join(o.describe() for o in report.not_checked))
     return "\n".join(lines)
 
 
