@@ -40,10 +40,15 @@ def test_run_prints_flips_and_confusion_and_writes_a_valid_report(models, data_f
                "--backend", "ort:cpu", "--backend", "py:planted_backends:make?rows=0,1&nudge=0.6",
                "--data", entry["data"], "--task", "binary", "--labels", entry["labels"],
                "--out", str(out), "--warmup", "0"]
+    command += ["--html", str(out / "report.html"), "--markdown", str(out / "summary.md")]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "flipped decisions" in done.stdout
     assert "confusion matrix" in done.stdout
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "<script" not in page
+    assert "| openvino" in (out / "summary.md").read_text() or "planted" in (
+        out / "summary.md").read_text()
     report = json.loads((out / "report.json").read_text())
     jsonschema.validate(report, json.loads(SCHEMA.read_text()))
     candidate = report["candidates"][0]

@@ -172,6 +172,7 @@ def test_large_audit_stays_small(models, tmp_path):
     document = render_html(result)
     assert len(document.encode()) < 500_000
     assert "5000 of 20000 samples drawn" in document
+    assert document.count("<circle") <= 2 * 500 + 10  # flips: at most 500 marked per panel
 
 
 # ---------------------------------------------------------------------------- real browser

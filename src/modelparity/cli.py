@@ -162,6 +162,12 @@ def run(
         "--markdown", metavar="PATH",
         help="Write a Markdown summary here (fits $GITHUB_STEP_SUMMARY).")]
         = None,
+    html: Annotated[str | None, typer.Option(
+        "--html", metavar="PATH",
+        help="Write a self-contained HTML report here (works offline): the summary, "
+             "fingerprints, error histograms with the emulation profiles, score scatter with "
+             "the threshold's rounding band, confusion matrices, flips, at-risk counts, "
+             "latency.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
     """Compare MODEL on each --backend against the reference, on the same inputs.
@@ -211,8 +217,12 @@ def run(
             from modelparity.report.markdown import write_markdown
 
             console.print(f"markdown: {write_markdown(result, markdown, policy_report)}")
+        if html:
+            from modelparity.report.html import write_html
+
+            console.print(f"html: {write_html(result, html)}")
     except OSError as exc:
-        raise fail(f"--junit/--markdown: cannot write {exc.filename}: {exc.strerror}",
+        raise fail(f"--junit/--markdown/--html: cannot write {exc.filename}: {exc.strerror}",
                    debug) from None
     if not result.ok:
         raise typer.Exit(EXIT_ERROR)

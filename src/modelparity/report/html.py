@@ -498,6 +498,7 @@ def score_scatter_svg(result: AuditResult, backend: BackendResult) -> str | None
     parts = [_scatter_panel(full, ref, cand, flip_mask, index, threshold, bands,
                             "all samples")]
     legend = [("sample", CANDIDATE, "dot"), ("flipped decision", FLIP, "dot")]
+    window = np.zeros(0, dtype=np.int64)
     if threshold is not None:
         widest = max((high - low for _, low, high in bands), default=0.0)
         moved = np.abs(cand - ref)
@@ -506,7 +507,17 @@ def score_scatter_svg(result: AuditResult, backend: BackendResult) -> str | None
         reach = min(reach, (hi - lo) / 2 or reach)
         zoom = _Frame(480, 40, 300, 300, (threshold - reach, threshold + reach),
                       (threshold - reach, threshold + reach))
-        parts.append(_scatter_panel(zoom, ref, cand, flip_mask, index, threshold, bands,
+        # the zoom draws every sample inside its window (nearest the threshold first, up to
+        # the cap), not only those in the overall subsample: these are the interesting ones
+        window = np.flatnonzero(np.isfinite(ref_all) & np.isfinite(cand_all)
+                                & (np.abs(ref_all - threshold) <= reach)
+                                & (np.abs(cand_all - threshold) <= reach))
+        if window.size > MAX_SCATTER_POINTS:
+            order = np.argsort(np.abs(ref_all[window] - threshold), kind="stable")
+            window = np.sort(np.union1d(window[order[:MAX_SCATTER_POINTS]],
+                                        np.intersect1d(window, flipped)))
+        parts.append(_scatter_panel(zoom, ref_all[window], cand_all[window],
+                                    np.isin(window, flipped), window, threshold, bands,
                                     f"near the threshold {threshold:g} (\u00b1{reach:.2g})"))
         legend.append((f"threshold {threshold:g}", "#333", "line"))
         for name, low, high in bands:
@@ -514,7 +525,9 @@ def score_scatter_svg(result: AuditResult, backend: BackendResult) -> str | None
     shown = int(index.size)
     parts.append(_text(70, 394, f"{shown} of {ref_all.size} samples drawn"
                        + ("" if shown == ref_all.size else " (every flip, then a random "
-                          "sample)") + "; points off the dashed diagonal moved.", size=11,
+                          "sample)") + (f"; {window.size} inside the zoom window"
+                                        if threshold is not None else "")
+                       + "; points off the dashed diagonal moved.", size=11,
                        fill="#555"))
     if bands:
         parts.append(_text(70, 408, "Band: reference scores that round across the threshold "
