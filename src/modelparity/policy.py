@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelparity.errors import ModelParityError
-from modelparity.result import AuditResult, BackendResult, jsonable
+from modelparity.result import AuditResult, BackendResult
+from modelparity.serialize import jsonable
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,

@@ -6,12 +6,9 @@ Bump `SCHEMA_VERSION` on any change a reader of report.json would notice.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from modelparity.decisions import Decided, Flips, Metrics
 from modelparity.numerics import ErrorStats
@@ -19,26 +16,12 @@ from modelparity.numerics.fingerprint import Fingerprint
 from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.runner import Latency
+from modelparity.serialize import jsonable
 
 SCHEMA_VERSION = "1.1"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: NumPy scalars and arrays become numbers and lists, NaN/Inf become None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @dataclass

@@ -6,25 +6,12 @@ a flip close to the boundary is precision noise, a flip far from it is a real de
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from modelparity.decisions.tasks import Decided, DecisionHead
-
-
-def _json_value(value: object) -> object:
-    """numpy scalars/arrays -> plain Python; NaN/Inf floats -> None."""
-    if isinstance(value, np.ndarray):
-        return [_json_value(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from modelparity.serialize import jsonable
 
 
 @dataclass
@@ -53,11 +40,11 @@ class Flips:
         return [
             {
                 "index": int(self.index[i]),
-                "reference_decision": _json_value(self.reference_decision[i]),
-                "candidate_decision": _json_value(self.candidate_decision[i]),
-                "reference_score": _json_value(float(self.reference_score[i])),
-                "candidate_score": _json_value(float(self.candidate_score[i])),
-                "reference_margin": _json_value(float(self.reference_margin[i])),
+                "reference_decision": jsonable(self.reference_decision[i]),
+                "candidate_decision": jsonable(self.candidate_decision[i]),
+                "reference_score": jsonable(float(self.reference_score[i])),
+                "candidate_score": jsonable(float(self.candidate_score[i])),
+                "reference_margin": jsonable(float(self.reference_margin[i])),
             }
             for i in order
         ]
@@ -77,6 +64,6 @@ def find_flips(head: DecisionHead, reference: Decided, candidate: Decided) -> Fl
         reference_score=np.asarray(reference.score, dtype=np.float64)[index],
         candidate_score=np.asarray(candidate.score, dtype=np.float64)[index],
         reference_margin=np.asarray(reference.margin, dtype=np.float64)[index],
-        reference_decision=[_json_value(v) for v in reference.decision[index]],
-        candidate_decision=[_json_value(v) for v in candidate.decision[index]],
+        reference_decision=[jsonable(v) for v in reference.decision[index]],
+        candidate_decision=[jsonable(v) for v in candidate.decision[index]],
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from modelparity.decisions.tasks import Decided, DecisionHead, TaskConfig
 from modelparity.errors import InputError
+from modelparity.serialize import json_float
 
 
 def _skm():
@@ -20,11 +21,6 @@ def _skm():
     from sklearn import metrics
 
     return metrics
-
-
-def _json_float(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -37,7 +33,7 @@ class Metrics:
 
     def to_dict(self) -> dict:
         return {
-            "values": {k: _json_float(v) for k, v in self.values.items()},
+            "values": {k: json_float(v) for k, v in self.values.items()},
             "confusion": None if self.confusion is None else self.confusion.tolist(),
             "classes": [c.item() if isinstance(c, np.generic) else c for c in self.classes],
         }

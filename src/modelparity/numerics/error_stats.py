@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelparity.errors import InputError
+from modelparity.serialize import json_float
 
 HIST_START = -64.0
 """Left edge of bin 0 in log2 units; relative errors below 2**-64 are counted in bin 0."""
@@ -33,12 +34,6 @@ HIST_BIN_WIDTH = 0.125
 
 _UINT_FOR_FLOAT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INT_FOR_FLOAT = {2: np.int16, 4: np.int32, 8: np.int64}
-
-
-def _json_float(value: float) -> float | None:
-    """Plain float for JSON; NaN and Inf have no JSON form, so they become None."""
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -158,15 +153,15 @@ class ErrorStats:
         """JSON-ready: plain ints and floats, NaN/Inf -> None."""
         return {
             "count": int(self.count),
-            "max_abs": _json_float(self.max_abs),
-            "mean_abs": _json_float(self.mean_abs),
-            "max_rel": _json_float(self.max_rel),
-            "median_rel": _json_float(self.median_rel),
+            "max_abs": json_float(self.max_abs),
+            "mean_abs": json_float(self.mean_abs),
+            "max_rel": json_float(self.max_rel),
+            "median_rel": json_float(self.median_rel),
             "max_ulp": int(self.max_ulp),
-            "cosine": _json_float(self.cosine),
+            "cosine": json_float(self.cosine),
             "nan_mismatch": int(self.nan_mismatch),
             "inf_mismatch": int(self.inf_mismatch),
-            "exact_fraction": _json_float(self.exact_fraction),
+            "exact_fraction": json_float(self.exact_fraction),
             "log2_rel_hist": self.log2_rel_hist.to_dict(),
         }
 

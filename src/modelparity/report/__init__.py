@@ -1,1 +1,48 @@
-"""Renderings of an AuditResult: report.json lives on the result itself; terminal.py draws it."""
+"""Renderings of an AuditResult (report.json lives on the result itself): terminal.py,
+html.py, markdown.py, junit.py. What several renderings show the same way is built here once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modelparity.result import AuditResult
+
+YARDSTICK_COLUMNS = ("precision", "backend", "max abs error", "flips", "at risk: format band",
+                     "at risk: error scale")
+
+
+def profile_samples(result: AuditResult) -> int:
+    """How many samples the yardsticks (emulations, FP32 noise) ran on."""
+    return max((len(p.decided) for p in result.profiles.values() if p.decided is not None),
+               default=0)
+
+
+def yardstick_rows(result: AuditResult, number: Callable[[float | None], str]) -> list[list[str]]:
+    """One row per yardstick: what the same model does in that precision, and the reference
+    samples at risk in it (by the format's rounding band, and by the emulation's error)."""
+    risks = {(r.precision, r.method): r for r in result.at_risk}
+    labels = list(dict.fromkeys([*result.profiles, *(r.precision for r in result.at_risk)]))
+    rows = []
+    for label in labels:
+        profile = result.profiles.get(label)
+        band = risks.get((label, "format"))
+        scale = risks.get((label, "error"))
+        scale_text = "-"
+        if scale is not None:
+            scale_text = f"{scale.count} / {scale.total}"
+            if scale.flips_total:
+                scale_text += f" (has {scale.flips_covered} of its {scale.flips_total} flips)"
+        if profile is None:
+            max_abs = "-"
+        else:
+            max_abs = number(profile.max_abs) if profile.ok else profile.status
+        rows.append([
+            label + (" noise" if label == "fp32" else ""),
+            profile.spec if profile else "-",
+            max_abs,
+            f"{profile.flips.count} / {profile.flips.total}" if profile and profile.flips
+            else "-",
+            f"{band.count} / {band.total}" if band else "-",
+            scale_text,
+        ])
+    return rows

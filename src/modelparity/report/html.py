@@ -29,6 +29,7 @@ import numpy as np
 
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
+from modelparity.report import YARDSTICK_COLUMNS, profile_samples, yardstick_rows
 from modelparity.result import AuditResult, BackendResult
 
 __all__ = ["render_html", "write_html"]
@@ -824,39 +825,13 @@ def _flips(result: AuditResult) -> str:
 def _at_risk(result: AuditResult) -> str:
     if not result.profiles and not result.at_risk:
         return ""
-    samples = max((len(p.decided) for p in result.profiles.values() if p.decided is not None),
-                  default=0)
-    risks = {(r.precision, r.method): r for r in result.at_risk}
-    labels = list(dict.fromkeys([*result.profiles, *(r.precision for r in result.at_risk)]))
-    rows = []
-    for label in labels:
-        profile = result.profiles.get(label)
-        band = risks.get((label, "format"))
-        scale = risks.get((label, "error"))
-        scale_text = "-"
-        if scale is not None:
-            scale_text = f"{scale.count} / {scale.total}"
-            if scale.flips_total:
-                scale_text += f" (has {scale.flips_covered} of its {scale.flips_total} flips)"
-        if profile is None:
-            max_abs = "-"
-        else:
-            max_abs = _num(profile.max_abs) if profile.ok else profile.status
-        rows.append([
-            label + (" noise" if label == "fp32" else ""),
-            profile.spec if profile else "-",
-            max_abs,
-            f"{profile.flips.count} / {profile.flips.total}" if profile and profile.flips
-            else "-",
-            f"{band.count} / {band.total}" if band else "-",
-            scale_text,
-        ])
+    samples = profile_samples(result)
+    rows = yardstick_rows(result, _num)
     intro = (f'<p class="note">The same model in each precision, emulated on the first '
              f"{samples} samples. At risk: reference samples whose score rounds across the "
              "threshold in that format (format band), or whose margin is below the error that "
              "precision's emulation showed (error scale).</p>")
-    table = _table(["precision", "backend", "max abs error", "flips", "at risk: format band",
-                    "at risk: error scale"], rows, [False, False, True, True, True, True])
+    table = _table(list(YARDSTICK_COLUMNS), rows, [False, False, True, True, True, True])
     return "<h2>At-risk samples</h2>" + intro + table
 
 

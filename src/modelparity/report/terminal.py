@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from modelparity.report import YARDSTICK_COLUMNS, profile_samples, yardstick_rows
 from modelparity.result import AuditResult, BackendResult
 
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
@@ -132,36 +133,14 @@ def profiles_table(result: AuditResult) -> Table | None:
     """What the same model does in each precision: the yardsticks, and the at-risk counts."""
     if not result.profiles and not result.at_risk:
         return None
-    samples = max((len(p.decided) for p in result.profiles.values() if p.decided is not None),
-                  default=0)
-    table = Table(title=f"the same model in each precision (emulated on the first {samples} "
-                        "samples; at risk: reference samples near the boundary)",
-                  title_justify="left")
-    for column in ("precision", "backend", "max abs error", "flips", "at risk: format band",
-                   "at risk: error scale"):
+    table = Table(title=f"the same model in each precision (emulated on the first "
+                        f"{profile_samples(result)} samples; at risk: reference samples near "
+                        "the boundary)", title_justify="left")
+    for column in YARDSTICK_COLUMNS:
         table.add_column(column, justify="left" if column in ("precision", "backend")
                          else "right")
-    risks = {(r.precision, r.method): r for r in result.at_risk}
-    labels = list(dict.fromkeys([*result.profiles, *(r.precision for r in result.at_risk)]))
-    for label in labels:
-        profile = result.profiles.get(label)
-        band = risks.get((label, "format"))
-        scale = risks.get((label, "error"))
-        scale_text = "-"
-        if scale is not None:
-            scale_text = f"{scale.count} / {scale.total}"
-            if scale.flips_total:
-                scale_text += f" (has {scale.flips_covered} of its {scale.flips_total} flips)"
-        table.add_row(
-            label + (" noise" if label == "fp32" else ""),
-            profile.spec if profile else "-",
-            _number(profile.max_abs) if profile and profile.ok else (profile.status if profile
-                                                                    else "-"),
-            f"{profile.flips.count} / {profile.flips.total}" if profile and profile.flips
-            else "-",
-            f"{band.count} / {band.total}" if band else "-",
-            scale_text,
-        )
+    for row in yardstick_rows(result, _number):
+        table.add_row(*row)
     return table
 
 
