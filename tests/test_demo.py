@@ -1,21 +1,33 @@
-"""`modelparity demo` as a new user runs it: both models audited, OpenVINO's default measured."""
+"""`modelparity demo` as a new user runs it: both models audited, OpenVINO's default measured,
+and the HTML reports drawn in a real browser."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from rich.console import Console
+from test_html import _chromium, _console_errors, _parse, needs_chromium
 
 from modelparity.demo import run_demo
 
+MODELS = ("mlp", "cancer")
 
-def test_demo_measures_what_openvino_reports(tmp_path):
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
     console = Console(record=True, width=130)
-    assert run_demo(str(tmp_path), console) == 0
-    text = console.export_text()
+    code = run_demo(str(folder), console)
+    return folder, code, console.export_text()
+
+
+def test_demo_measures_what_openvino_reports(demo):
+    folder, code, text = demo
+    assert code == 0
     assert "Decisions flipped on" in text or "No decision flipped" in text
-    for name in ("mlp", "cancer"):
-        report = json.loads((tmp_path / name / "report.json").read_text())
+    for name in MODELS:
+        report = json.loads((folder / name / "report.json").read_text())
         backends = {c["spec"]: c for c in report["candidates"]}
         default, pinned = backends["openvino:cpu"], backends[
             "openvino:cpu?INFERENCE_PRECISION_HINT=f32"]
@@ -26,3 +38,16 @@ def test_demo_measures_what_openvino_reports(tmp_path):
         assert pinned["fingerprint"]["verdict"] == "fp32"
         assert pinned["flips"]["count"] == 0
         assert backends["torch:cpu"]["fingerprint"]["verdict"] == "fp32"
+        assert (folder / name / "report.html").is_file()
+
+
+@needs_chromium
+def test_demo_html_reports_render_in_chromium(demo):
+    folder, _, _ = demo
+    for name in MODELS:
+        run = _chromium("--dump-dom", (folder / name / "report.html").as_uri())
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert _console_errors(run.stderr) == []
+        charts = _parse(run.stdout).charts
+        assert len(charts) >= 5, name  # fingerprints, histograms, scatter, latency
+        assert all(chart["marks"] > 0 for chart in charts), name

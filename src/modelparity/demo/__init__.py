@@ -16,6 +16,7 @@ from rich.text import Text
 
 from modelparity.api import audit
 from modelparity.decisions import TaskConfig
+from modelparity.report.html import write_html
 from modelparity.report.terminal import render
 from modelparity.result import AuditResult
 
@@ -96,6 +97,8 @@ def run_demo(out: str, console: Console) -> int:
                        out=os.path.join(out, name), batch_size=512)
         render(result, console, show_flips=5)
         explain(result, console)
+        page = write_html(result, os.path.join(out, name, "report.html"))
+        console.print(Text(f"HTML report: {page}", style="dim"))
         label_option = f" --labels {labels}" if labels else ""
         console.print(Text(
             f"Re-run: modelparity run {model} " + " ".join(f"-b '{b}'" for b in BACKENDS)
