@@ -182,18 +182,29 @@ class EmulateBackend(Backend):
         self.method = report.method
         save_model(proto, out_path)
 
-    def _quantize(self, model: PreparedModel, out_path: str) -> None:
+    def _private_copy(self, path: str) -> str:
+        """The model copied into this backend's own folder: ONNX Runtime's quantizers write
+        side files (`<name>-inferred.onnx`) beside their input, and two quantizing backends
+        sharing the user's folder would delete each other's."""
+        import onnx
+
+        assert self.tempdir is not None
+        copy = os.path.join(self.tempdir, "source.onnx")
+        save_model(onnx.load(path), copy)
+        return copy
+
+    def _quantize(self, model: PreparedModel, source_path: str, out_path: str) -> None:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        source = onnx.load(model.onnx_path, load_external_data=False)
+        source = onnx.load(source_path, load_external_data=False)
         big = _weight_bytes(source) > EXTERNAL_DATA_BYTES
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # the quantizer logs a "run pre-processing" warning
         try:
             quantize_dynamic(
-                model.onnx_path,
+                source_path,
                 out_path,
                 weight_type=QuantType.QInt8,
                 use_external_data_format=big,
@@ -306,11 +317,11 @@ class EmulateBackend(Backend):
                     i.name: bool(i.shape) and not isinstance(i.shape[0], int)
                     for i in plain.get_inputs()
                 }
-                self.source_path = model.onnx_path
+                self.source_path = self._private_copy(model.onnx_path)
                 self.quantized_path = out_path
                 return
             if self.precision == "int8":
-                self._quantize(model, out_path)
+                self._quantize(model, self._private_copy(model.onnx_path), out_path)
             else:
                 self._rewrite(model, out_path)
             self.session = self._session(out_path, model.onnx_path)
