@@ -41,6 +41,10 @@ def test_binary_flips_and_confusion_against_openvino(models, data_files):
         assert default.errors["prob"].max_abs > 1e-5
     else:  # CPUs without native BF16 keep FP32
         assert default.errors["prob"].max_abs < 1e-5
+    # and the measurement agrees with what OpenVINO reports, from the outputs alone
+    expected = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}[default.precision]
+    assert default.fingerprint.verdict == expected, default.fingerprint.evidence
+    assert pinned.fingerprint.verdict == "fp32", pinned.fingerprint.evidence
     # Flips are exactly the samples whose decisions differ.
     flipped = np.flatnonzero(default.decided.decision != reference.decided.decision)
     assert sorted(default.flips.index.tolist()) == flipped.tolist()

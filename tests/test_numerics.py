@@ -123,6 +123,7 @@ def test_streaming_equals_one_batch():
     for key in ("mean_abs", "cosine", "exact_fraction"):
         assert many[key] == pytest.approx(one[key], rel=1e-12), key
     assert many["log2_rel_hist"] == one["log2_rel_hist"]
+    assert many["profile_hist"] == one["profile_hist"]
     assert one["inf_mismatch"] == 1 and one["nan_mismatch"] == 1
 
 
@@ -136,6 +137,7 @@ def test_merge_equals_one_batch():
     a.merge(b)
     merged, whole = a.result().to_dict(), stats(r, c, "float64").to_dict()
     assert merged.pop("log2_rel_hist") == whole.pop("log2_rel_hist")
+    assert merged.pop("profile_hist") == whole.pop("profile_hist")
     assert merged == pytest.approx(whole, rel=1e-12)
 
 
@@ -199,3 +201,14 @@ def test_error_stats_survive_json_round_trip():
     again = ErrorStats.from_dict(json.loads(json.dumps(stats.to_dict())))
     assert again.to_dict() == stats.to_dict()
     assert again.log2_rel_hist.quantile(0.5) == stats.log2_rel_hist.quantile(0.5)
+
+
+def test_profile_histogram_leaves_out_near_zero_references():
+    """Relative errors where the reference is below FP16's smallest normal say nothing about
+    precision (they come from how exp/sigmoid tails are approximated): the profile skips them."""
+    r = np.array([1e-30, 1e-8, 0.25, 0.5, 3.0], dtype=np.float32)
+    c = np.array([0.0, 2e-8, 0.25, 0.5 + 2**-20, 3.0 + 2**-19], dtype=np.float32)
+    s = stats(r, c)
+    assert s.log2_rel_hist.total == 5
+    assert s.profile_hist.total == 3  # 0.25, 0.5, 3.0
+    assert s.profile_hist.zero_count == 1

@@ -54,7 +54,7 @@ MARGIN_FACTOR = {"binary": 1.0, "multiclass": 2.0, "topk": 2.0}
 
 def error_profile(label: str, result: BackendResult) -> Profile | None:
     """One profile over all of a backend's outputs (weighted by their element counts)."""
-    parts = [profile_from_histogram(label, stats.log2_rel_hist)
+    parts = [profile_from_histogram(label, stats.profile_hist or stats.log2_rel_hist)
              for stats in result.errors.values() if stats.count]
     return merge_profiles(label, parts) if parts else None
 

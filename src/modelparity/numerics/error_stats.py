@@ -36,6 +36,10 @@ _UINT_FOR_FLOAT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INT_FOR_FLOAT = {2: np.int16, 4: np.int32, 8: np.int64}
 
 
+# 2^-14, FP16's smallest normal number: below it, relative errors say little about precision
+PROFILE_MAGNITUDE_FLOOR = 2.0**-14
+
+
 @dataclass
 class Log2Histogram:
     """Histogram of log2(relative error) for the nonzero errors, plus a count of exact zeros.
@@ -148,6 +152,11 @@ class ErrorStats:
     inf_mismatch: int
     exact_fraction: float
     log2_rel_hist: Log2Histogram
+    # The same histogram over the elements whose reference magnitude is at least
+    # PROFILE_MAGNITUDE_FLOOR: the error profile the fingerprint matches. Near zero a relative
+    # error measures how a runtime approximates exp/sigmoid tails and flushes tiny values, not
+    # the precision it computes in, and those few elements can dominate a small sample.
+    profile_hist: Log2Histogram | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready: plain ints and floats, NaN/Inf -> None."""
@@ -163,6 +172,7 @@ class ErrorStats:
             "inf_mismatch": int(self.inf_mismatch),
             "exact_fraction": json_float(self.exact_fraction),
             "log2_rel_hist": self.log2_rel_hist.to_dict(),
+            "profile_hist": self.profile_hist.to_dict() if self.profile_hist else None,
         }
 
     @classmethod
@@ -178,6 +188,8 @@ class ErrorStats:
             nan_mismatch=int(data["nan_mismatch"]), inf_mismatch=int(data["inf_mismatch"]),
             exact_fraction=number("exact_fraction"),
             log2_rel_hist=Log2Histogram.from_dict(data["log2_rel_hist"]),
+            profile_hist=(Log2Histogram.from_dict(data["profile_hist"])
+                          if data.get("profile_hist") else None),
         )
 
 
@@ -235,6 +247,7 @@ class ErrorAccumulator:
         self._inf_mismatch = 0
         self._exact = 0
         self._hist = Log2Histogram.empty()
+        self._profile_hist = Log2Histogram.empty()
 
     @property
     def _is_float(self) -> bool:
@@ -291,6 +304,7 @@ class ErrorAccumulator:
             self._norm_r += float(np.dot(r64, r64))
             self._norm_c += float(np.dot(c64, c64))
             self._hist.add(rel)
+            self._profile_hist.add(rel[abs_r >= PROFILE_MAGNITUDE_FLOOR])
 
     def merge(self, other: ErrorAccumulator) -> None:
         """Add another accumulator of the same dtype (e.g. one per shard)."""
@@ -308,6 +322,7 @@ class ErrorAccumulator:
         self._inf_mismatch += other._inf_mismatch
         self._exact += other._exact
         self._hist.merge(other._hist)
+        self._profile_hist.merge(other._profile_hist)
 
     def _cosine(self) -> float:
         if self._norm_r == 0.0 and self._norm_c == 0.0:
@@ -339,4 +354,8 @@ class ErrorAccumulator:
             inf_mismatch=self._inf_mismatch,
             exact_fraction=self._exact / n if n else nan,
             log2_rel_hist=hist,
+            profile_hist=Log2Histogram(
+                start=self._profile_hist.start, bin_width=self._profile_hist.bin_width,
+                counts=self._profile_hist.counts.copy(),
+                zero_count=self._profile_hist.zero_count),
         )
