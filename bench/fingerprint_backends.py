@@ -28,27 +28,29 @@ def _round_tf32(tensor: Any) -> Any:
     return rounded.view(torch.float32)
 
 
-def _load_torch(model: Any) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
-    from safetensors.torch import load_file
+class TorchModel:
+    """The audited PyTorch model with the exported weights, changed by `prepare()`."""
 
-    from modelparity.model import load_factory
+    reported = "float32"
+    source = ""
 
-    source = model.torch_source
-    module, _ = load_factory(source.entry)
-    module.load_state_dict(load_file(source.weights), strict=True)
-    return module.eval(), source.input_names, source.output_names
-
-
-class TorchDynamicInt8:
     def __init__(self, options: dict[str, str]) -> None:
         self.options = options
 
     def activate(self, model: Any) -> None:
-        import torch
+        from safetensors.torch import load_file
 
-        module, self.names, self.outputs = _load_torch(model)
-        self.module = torch.ao.quantization.quantize_dynamic(
-            module, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8)
+        from modelparity.model import load_factory
+
+        torch_source = model.torch_source
+        module, _ = load_factory(torch_source.entry)
+        module.load_state_dict(load_file(torch_source.weights), strict=True)
+        self.names = torch_source.input_names
+        self.outputs = torch_source.output_names
+        self.module = self.prepare(module.eval())
+
+    def prepare(self, module: Any) -> Any:
+        return module
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -58,27 +60,27 @@ class TorchDynamicInt8:
         return {self.outputs[0]: out.numpy()}
 
     def describe(self) -> dict[str, Any]:
-        return {"precision": {"reported": "int8", "source": "bench: torch dynamic int8"}}
+        return {"precision": {"reported": self.reported, "source": self.source}}
 
 
-class TorchTF32:
-    def __init__(self, options: dict[str, str]) -> None:
-        self.options = options
+class TorchDynamicInt8(TorchModel):
+    reported, source = "int8", "bench: torch dynamic int8"
 
-    def activate(self, model: Any) -> None:
+    def prepare(self, module: Any) -> Any:
         import torch
-        from safetensors.torch import load_file
 
-        from modelparity.model import load_factory
+        return torch.ao.quantization.quantize_dynamic(
+            module, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8)
 
-        source = model.torch_source
-        self.module, _ = load_factory(source.entry)
-        self.module.load_state_dict(load_file(source.weights), strict=True)
-        self.module.eval()
-        self.names = source.input_names
-        self.outputs = source.output_names
+
+class TorchTF32(TorchModel):
+    reported, source = "tfloat32", "bench: torch with TF32 hooks"
+
+    def prepare(self, module: Any) -> Any:
+        import torch
+
         with torch.no_grad():
-            for layer in self.module.modules():
+            for layer in module.modules():
                 if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GRU,
                                       torch.nn.MultiheadAttention)):
                     for parameter in layer.parameters(recurse=False):
@@ -87,16 +89,7 @@ class TorchTF32:
                     layer.register_forward_pre_hook(
                         lambda _m, args: tuple(_round_tf32(a) if torch.is_tensor(a) else a
                                                for a in args))
-
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            out = self.module(*(torch.from_numpy(feed[n]) for n in self.names))
-        return {self.outputs[0]: out.numpy()}
-
-    def describe(self) -> dict[str, Any]:
-        return {"precision": {"reported": "tfloat32", "source": "bench: torch with TF32 hooks"}}
+        return module
 
 
 class OrtStaticInt8:

@@ -67,14 +67,6 @@ RSS_TARGET = 1.5
 # machine, model and data
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def print_header() -> None:
     import onnx
     import onnxruntime
@@ -82,10 +74,11 @@ def print_header() -> None:
     import psutil
 
     import modelparity
+    from modelparity.environment import cpu_name
 
     physical = psutil.cpu_count(logical=False)
     print("modelparity overhead benchmark")
-    print(f"  machine      {_cpu_name()}, {psutil.cpu_count()} logical CPUs "
+    print(f"  machine      {cpu_name()}, {psutil.cpu_count()} logical CPUs "
           f"({physical} physical), {psutil.virtual_memory().total / 2**30:.1f} GiB RAM")
     print(f"  platform     {platform.platform()}")
     print(f"  versions     python {platform.python_version()}, numpy {np.__version__}, "

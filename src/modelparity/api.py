@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import re
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from modelparity.decisions import (
     make_head,
     metric_deltas,
 )
+from modelparity.environment import environment
 from modelparity.errors import InputError, ModelParityError, SpecError
 from modelparity.inputs import FirstSamples, InputSource, check_inputs, load_labels, open_inputs
 from modelparity.model import PreparedModel, prepare_model
@@ -78,40 +78,6 @@ def _as_task(task: str | TaskConfig, signature_outputs: list[str]) -> TaskConfig
         raise InputError(f"--output {config.output}: not a model output "
                          f"(outputs: {', '.join(signature_outputs)})")
     return config
-
-
-def _environment() -> dict[str, Any]:
-    import psutil
-
-    return {
-        "modelparity": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": _cpu_name(),
-        "cpu_flags": _cpu_flags(),
-        "logical_cpus": psutil.cpu_count(),
-    }
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    """The CPU features that decide a runtime's default precision (BF16/FP16/AMX)."""
-    wanted = ("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile", "avx512f",
-              "avx2", "asimdhp", "bf16", "fphp")
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in wanted if flag in present]
-    return []
 
 
 def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
@@ -292,7 +258,7 @@ def audit(
             labels=label_name,
             reference=ref_result,
             candidates=candidates,
-            environment=_environment(),
+            environment=environment(),
             profiles=profiles,
             at_risk=at_risk,
         )
