@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,18 @@ QUANTIZED_OPS = frozenset({
     "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
     "DynamicQuantizeLSTM", "QGemm", "QLinearMatMul", "QLinearConv", "GatherBlockQuantized",
 })
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizers log a "run pre-processing" warning on the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def check_spec(spec: BackendSpec) -> str:
@@ -199,25 +212,21 @@ class EmulateBackend(Backend):
 
         source = onnx.load(source_path, load_external_data=False)
         big = _weight_bytes(source) > EXTERNAL_DATA_BYTES
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantizer logs a "run pre-processing" warning
         try:
-            quantize_dynamic(
-                source_path,
-                out_path,
-                weight_type=QuantType.QInt8,
-                use_external_data_format=big,
-                # 7-bit weights, as PyTorch's fbgemm and other x86 int8 paths without VNNI use
-                reduce_range=self.options.get("reduce_range") == "1",
-            )
+            with _quiet_quantizer():
+                quantize_dynamic(
+                    source_path,
+                    out_path,
+                    weight_type=QuantType.QInt8,
+                    use_external_data_format=big,
+                    # 7-bit weights, as PyTorch's fbgemm and other x86 int8 paths without VNNI use
+                    reduce_range=self.options.get("reduce_range") == "1",
+                )
         except Exception as exc:
             raise ModelError(
                 f"{self.spec.text}: ONNX Runtime's dynamic quantization failed on "
                 f"{model.onnx_path}: {first_line(exc)}"
             ) from None
-        finally:
-            root.setLevel(level)
         quantized = onnx.load(out_path, load_external_data=False)
         self.rewritten_nodes = sum(n.op_type in QUANTIZED_OPS for n in quantized.graph.node)
         self.rounded_tensors = sum(  # the int8 weights (their zero points are int8 too)
@@ -251,28 +260,24 @@ class EmulateBackend(Backend):
 
         source = onnx.load(self.source_path, load_external_data=False)
         big = _weight_bytes(source) > EXTERNAL_DATA_BYTES
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantizer logs a "run pre-processing" warning
         try:
-            quantize_static(
-                self.source_path,
-                self.quantized_path,
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=False,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                use_external_data_format=big,
-            )
+            with _quiet_quantizer():
+                quantize_static(
+                    self.source_path,
+                    self.quantized_path,
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=False,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    use_external_data_format=big,
+                )
         except Exception as exc:
             raise ModelError(
                 f"{self.spec.text}: ONNX Runtime's static quantization failed on "
                 f"{self.source_path}: {first_line(exc)}"
             ) from None
-        finally:
-            root.setLevel(level)
         quantized = onnx.load(self.quantized_path, load_external_data=False)
         self.rewritten_nodes = sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
         self.rounded_tensors = sum(  # the int8 weights (their zero points are int8 too)

@@ -334,22 +334,11 @@ def _round_initializer(init: Any, fmt: str) -> Any:
 
 def _drop_unused_initializers(model: Any, names: set[str]) -> None:
     """Remove the initializers in `names` that nothing reads any more."""
-    from onnx import AttributeProto
-
     graph = model.graph
     used = {v.name for v in graph.output} | {v.name for v in graph.input}
-
-    def collect(g: Any) -> None:
-        for node in g.node:
-            used.update(node.input)
-            for attr in node.attribute:
-                if attr.type == AttributeProto.GRAPH:
-                    collect(attr.g)
-                elif attr.type == AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        collect(sub)
-
-    collect(graph)
+    for node in graph.node:
+        used.update(node.input)
+        used.update(_subgraph_reads(node))
     keep = [t for t in graph.initializer if t.name not in names or t.name in used]
     if len(keep) != len(graph.initializer):
         kept = list(keep)
