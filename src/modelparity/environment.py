@@ -4,6 +4,7 @@ OpenVINO pick BF16 (avx512_bf16, AMX) or FP16 (avx512_fp16, Arm fp16) among them
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 from typing import Any
 
@@ -42,3 +43,23 @@ def cpu_flags() -> list[str]:
                 present = set(line.split(":", 1)[1].split())
                 return [flag for flag in wanted if flag in present]
     return []
+
+
+@functools.cache
+def nvidia_gpu() -> tuple[str, int] | None:
+    """(name, compute capability x10) of the first NVIDIA GPU, from nvidia-smi; None when there
+    is none (or no driver). The TF32 rules need compute capability 8.0 (Ampere) or newer."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True)
+        name, cap = done.stdout.strip().splitlines()[0].rsplit(",", 1)
+        major, _, minor = cap.strip().partition(".")
+        return name.strip(), int(major) * 10 + int(minor or 0)
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,109 @@
+"""A backend's resolved configuration: what the rules are matched against.
+
+Statically (`modelparity lint`) it is the spec's options as given, this machine (OS, CPU flags,
+NVIDIA GPU) and the installed runtime's version. After a run it also holds the options as the
+runtime reports them once loaded (ONNX Runtime's effective provider options, OpenVINO's compiled
+properties), which is how a default the user never wrote down becomes visible.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelparity.spec import BackendSpec
+
+
+@dataclass(frozen=True)
+class Configuration:
+    spec: BackendSpec
+    target: str  # normalised: ort:CUDAExecutionProvider -> cuda
+    options: dict[str, str]  # as given, without env.* options
+    env: dict[str, str]  # the process environment with the spec's env.* options on top
+    reported: dict[str, str] = field(default_factory=dict)  # as the loaded runtime reports them
+    version: str | None = None  # of the runtime package, None when not installed
+    machine: str = ""
+    system: str = ""
+    cpu_flags: tuple[str, ...] | None = None  # None: not known on this OS
+    gpu_sm: int | None = None  # compute capability x10 of the first NVIDIA GPU, None: none seen
+    gpu_name: str | None = None
+
+    @property
+    def runtime(self) -> str:
+        return self.spec.runtime
+
+    def option(self, name: str) -> str | None:
+        """The option as given, else as the runtime reported it; None when neither says."""
+        for source in (self.options, self.reported):
+            for key, value in source.items():
+                if key.lower() == name.lower():
+                    return str(value)
+        return None
+
+    def given(self, name: str) -> bool:
+        return any(key.lower() == name.lower() for key in self.options)
+
+
+def normalise_target(spec: BackendSpec) -> str:
+    target = spec.target.lower()
+    if spec.runtime == "ort":
+        from modelparity.backends.onnxruntime import PROVIDERS
+
+        for short, name in PROVIDERS.items():
+            if target in (short, name.lower()):
+                return {"trt": "tensorrt", "directml": "dml"}.get(short, short)
+    return target
+
+
+def runtime_version(package: str) -> str | None:
+    """The installed version of `package` (onnxruntime-gpu counts as onnxruntime), without
+    importing it."""
+    from importlib import metadata
+
+    names = [package, *metadata.packages_distributions().get(package, [])]
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
+            environ: Mapping[str, str] | None = None, package: str | None = None
+            ) -> Configuration:
+    """Resolve `spec` against this machine (and, after a run, its backend's description)."""
+    from modelparity.environment import cpu_flags, nvidia_gpu
+
+    description = description or {}
+    env = dict(os.environ if environ is None else environ)
+    env.update(spec.env)
+    reported: dict[str, str] = {}
+    provider_options = description.get("provider_options") or {}
+    for options in provider_options.values() if isinstance(provider_options, dict) else []:
+        if isinstance(options, dict):
+            reported.update({str(k): str(v) for k, v in options.items()})
+    reported.update({str(k): str(v) for k, v in
+                     (description.get("compiled_properties") or {}).items()})
+    version = description.get("version")
+    if not isinstance(version, str) and package:
+        version = runtime_version(package)
+    flags = cpu_flags() if sys.platform.startswith("linux") else None
+    gpu = nvidia_gpu()
+    return Configuration(
+        spec=spec,
+        target=normalise_target(spec),
+        options=spec.without_env().options,
+        env=env,
+        reported=reported,
+        version=version if isinstance(version, str) else None,
+        machine=platform.machine().lower(),
+        system=sys.platform,
+        cpu_flags=tuple(flags) if flags is not None else None,
+        gpu_sm=gpu[1] if gpu else None,
+        gpu_name=gpu[0] if gpu else None,
+    )

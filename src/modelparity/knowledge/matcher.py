@@ -1,0 +1,190 @@
+"""Matching rules against a resolved configuration, and the fix for what matched.
+
+Pure Python: no runtime is imported, so `modelparity lint` explains a CUDA or Core ML
+configuration on a machine that has neither. A condition that cannot be checked here (no NVIDIA
+GPU to read the compute capability from, say) does not stop a rule: the finding is kept and
+says what it depends on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelparity.knowledge.configuration import Configuration
+from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS, Rule, load_rules
+from modelparity.spec import ENV_PREFIX, BackendSpec
+
+#: What a measured fingerprint verdict says about a rule's precision.
+AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED = (
+    "confirmed", "contradicted", "different", "predicted", "not measured")
+
+
+@dataclass
+class Finding:
+    """A rule that applies to one backend's configuration."""
+
+    rule: Rule
+    backend: str
+    unchecked: list[str] = field(default_factory=list)  # conditions this machine cannot check
+    fixed_spec: str | None = None
+    measured: str | None = None  # the fingerprint's verdict, once the backend ran
+    agreement: str = UNMEASURED
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.unchecked)
+
+    def headline(self) -> str:
+        return (f"{self.rule.id}: {self.rule.title} ({PRECISION_WORDS[self.rule.precision]}, "
+                f"{KIND_WORDS[self.rule.kind]})")
+
+    def verdict(self) -> str | None:
+        """The measurement's word on the rule, in a sentence; None before a measurement."""
+        expected = PRECISION_WORDS[self.rule.precision]
+        measured = (self.measured or "").upper()
+        if self.agreement == AGREES:
+            return f"measured {measured}: the outputs confirm the rule"
+        if self.agreement == CONTRADICTS:
+            return (f"measured FP32: the rule expects {expected} here, but the outputs show "
+                    "FP32; the measurement wins")
+        if self.agreement == DIFFERS:
+            return (f"measured {measured}, not the {expected} the rule expects; the measurement "
+                    "wins")
+        if self.agreement == PREDICTED:
+            return "predicted, not measured: this runtime cannot execute here"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        rule = self.rule
+        return {
+            "rule": rule.id,
+            "family": rule.family,
+            "title": rule.title,
+            "precision": rule.precision,
+            "kind": rule.kind,
+            "default": rule.default,
+            "effect": rule.effect,
+            "bites": rule.bites,
+            "versions": rule.versions,
+            "source": rule.source,
+            "status": rule.status,
+            "unchecked": self.unchecked,
+            "fix": {"spec": self.fixed_spec, "code": rule.fix.code, "note": rule.fix.note},
+            "measured": self.measured,
+            "agreement": self.agreement,
+            "verdict": self.verdict(),
+        }
+
+
+def _matches(value: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value.lower(), p.lower()) for p in patterns)
+
+
+def _version_tuple(text: str) -> str | None:
+    found = re.match(r"\d+(\.\d+)*", text.strip())
+    return found.group(0) if found else None
+
+
+def evaluate(condition: dict[str, Any], config: Configuration) -> bool | None:
+    """True or False; None when this machine cannot tell (no GPU, unknown CPU flags)."""
+    if "option" in condition:
+        name = condition["option"]
+        if "given" in condition and config.given(name) != condition["given"]:
+            return False
+        value = config.option(name)
+        value = condition.get("default", "") if value is None else value
+        if "in" in condition and not _matches(value, condition["in"]):
+            return False
+        return not ("not_in" in condition and _matches(value, condition["not_in"]))
+    if "env" in condition:
+        value = config.env.get(condition["env"], "")
+        if "in" in condition and not _matches(value, condition["in"]):
+            return False
+        return not ("not_in" in condition and _matches(value, condition["not_in"]))
+    if "cpu_flags_any" in condition:
+        if config.cpu_flags is None:
+            return None
+        return any(flag in config.cpu_flags for flag in condition["cpu_flags_any"])
+    if "machine_in" in condition:
+        return _matches(config.machine, condition["machine_in"])
+    if "gpu_sm_at_least" in condition:
+        if config.gpu_sm is None:
+            return None
+        return config.gpu_sm >= condition["gpu_sm_at_least"]
+    if "version" in condition:
+        from packaging.specifiers import SpecifierSet
+
+        version = _version_tuple(config.version or "")
+        if version is None:
+            return None
+        return version in SpecifierSet(condition["version"])
+    raise ValueError(f"unknown condition {condition}")
+
+
+def describe_condition(condition: dict[str, Any]) -> str:
+    """What an unchecked condition needs, in words."""
+    if "gpu_sm_at_least" in condition:
+        sm = condition["gpu_sm_at_least"]
+        return (f"applies on NVIDIA GPUs of compute capability {sm // 10}.{sm % 10} or newer; "
+                "no NVIDIA GPU was found here")
+    if "cpu_flags_any" in condition:
+        return (f"applies on CPUs with {' or '.join(condition['cpu_flags_any'])}; this OS does "
+                "not say which CPU features are present")
+    if "version" in condition:
+        return f"applies to versions {condition['version']}; the runtime is not installed here"
+    return str(condition)
+
+
+def match(config: Configuration, rules: tuple[Rule, ...] | None = None) -> list[Finding]:
+    """The findings for one configuration, with the spec that fixes them."""
+    findings = []
+    for rule in load_rules() if rules is None else rules:
+        if rule.runtime != config.runtime or not _matches(config.target, list(rule.targets)):
+            continue
+        outcomes = [(c, evaluate(c, config)) for c in rule.when]
+        if any(outcome is False for _, outcome in outcomes):
+            continue
+        unchecked = [describe_condition(c) for c, outcome in outcomes if outcome is None]
+        findings.append(Finding(rule, config.spec.text, unchecked))
+    fixed = fixed_spec(config.spec, findings)
+    for finding in findings:
+        finding.fixed_spec = fixed.text if fixed is not None else None
+    return findings
+
+
+def fixed_spec(spec: BackendSpec, findings: list[Finding]) -> BackendSpec | None:
+    """`spec` with every finding's fix applied (options, env.* options, target); None when the
+    fixes change nothing."""
+    target, options = spec.target, dict(spec.options)
+    for finding in findings:
+        fix = finding.rule.fix
+        if fix.target:
+            target = fix.target
+        for key, value in fix.options.items():
+            for existing in [k for k in options if k.lower() == key.lower()]:
+                del options[existing]
+            options[key] = value
+        for name, value in fix.env.items():
+            options[ENV_PREFIX + name] = value
+    fixed = BackendSpec(spec.runtime, target, options)
+    return None if fixed.text == spec.text else fixed
+
+
+def compare_with_measurement(finding: Finding, verdict: str | None, predicted: bool) -> None:
+    """Set what the fingerprint's verdict says about the rule: the measurement wins."""
+    if predicted:
+        finding.agreement = PREDICTED
+        return
+    if verdict is None:
+        return
+    finding.measured = verdict
+    expected = finding.rule.precision
+    if verdict == expected or (expected == "reduced" and verdict != "fp32"):
+        finding.agreement = AGREES
+    elif verdict == "fp32":
+        finding.agreement = CONTRADICTS
+    else:
+        finding.agreement = DIFFERS
