@@ -23,6 +23,8 @@ class Planted:
         if "activations" in self.options:  # lets a test count how often a backend really ran
             with open(self.options["activations"], "a") as handle:
                 handle.write("activated\n")
+                for name in filter(None, self.options.get("record_env", "").split(",")):
+                    handle.write(f"{name}={os.environ.get(name)}\n")
         if self.options.get("fail") == "load":
             raise RuntimeError("planted failure while loading")
         self.session = ort.InferenceSession(model.onnx_path, providers=["CPUExecutionProvider"])

@@ -18,8 +18,13 @@ RUNTIMES = {
     "torch": "PyTorch eager: torch:<cpu|cuda|mps>",
     "py": "your own backend: py:<module>:<factory>?<key>=<value>",
     "emulate": "a lower precision emulated on the CPU: emulate:<fp16|bf16|tf32|int8>",
+    "coreml": "Core ML through coremltools: coreml:<all|cpu_only|cpu_and_gpu|cpu_and_ne>"
+              "?compute_precision=<fp16|fp32>&format=<mlprogram|neuralnetwork>",
 }
-DEFAULT_TARGET = {"ort": "cpu", "openvino": "cpu", "torch": "cpu"}
+DEFAULT_TARGET = {"ort": "cpu", "openvino": "cpu", "torch": "cpu", "coreml": "all"}
+#: Options named env.NAME set an environment variable in the backend's worker process before
+#: its runtime is imported (NVIDIA_TF32_OVERRIDE=0, ONEDNN_DEFAULT_FPMATH_MODE=strict, ...).
+ENV_PREFIX = "env."
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,17 @@ class BackendSpec:
 
     def with_options(self, **options: str) -> BackendSpec:
         return BackendSpec(self.runtime, self.target, {**self.options, **options})
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment variables this spec sets (its env.NAME options)."""
+        return {k[len(ENV_PREFIX):]: v for k, v in self.options.items()
+                if k.startswith(ENV_PREFIX)}
+
+    def without_env(self) -> BackendSpec:
+        """The spec its runtime sees: env.* options go to the process, not to the runtime."""
+        return BackendSpec(self.runtime, self.target, {
+            k: v for k, v in self.options.items() if not k.startswith(ENV_PREFIX)})
 
     def __str__(self) -> str:
         return self.text

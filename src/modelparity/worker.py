@@ -40,7 +40,8 @@ class Job:
 def run_job(job: Job, conn: Connection) -> None:
     stage = "load"
     try:
-        backend = create_backend(job.spec)
+        os.environ.update(job.spec.env)  # before the runtime is imported: it may read them once
+        backend = create_backend(job.spec.without_env())
         backend.activate(job.model)
         where = job.source.describe()
         stage = "warm-up"
@@ -50,7 +51,7 @@ def run_job(job: Job, conn: Connection) -> None:
             feed = conform_batch(first, job.model.signature, where)
             for _ in range(job.warmup):
                 backend.infer(feed)
-        conn.send(("ready", backend.describe()))
+        conn.send(("ready", _describe(backend, job.spec)))
         conn.recv()  # "go": wait while other backends run, so timings never overlap
         for index, batch in enumerate(job.source.batches(job.batch_size)):
             stage = f"batch {index}"
@@ -61,7 +62,7 @@ def run_job(job: Job, conn: Connection) -> None:
             rows = len(next(iter(feed.values())))
             conn.send(("batch", index, rows, outputs, seconds))
         stage = "finish"
-        description = backend.describe()
+        description = _describe(backend, job.spec)
         backend.deactivate()
         conn.send(("done", description))
     except ModelParityError as exc:
@@ -69,6 +70,13 @@ def run_job(job: Job, conn: Connection) -> None:
     except BaseException as exc:  # anything else the runtime throws is a finding
         message = f"{type(exc).__name__}: {first_line(exc)}"
         conn.send(("error", stage, "exception", message, traceback.format_exc()))
+
+
+def _describe(backend: Any, spec: BackendSpec) -> dict[str, Any]:
+    description = backend.describe()
+    if spec.env:
+        description["env"] = spec.env
+    return description
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ PLUGINS = {
     "torch": ("modelparity.backends.torch", "torch", "modelparity[torch]"),
     "py": ("modelparity.backends.pyentry", None, None),
     "emulate": ("modelparity.backends.emulate", "onnxruntime", "modelparity"),
+    "coreml": ("modelparity.backends.coreml", "coremltools", "modelparity[coreml]"),
 }
 
 
@@ -34,4 +35,13 @@ def create_backend(spec: BackendSpec) -> Backend:
     return module.create(spec)
 
 
-__all__ = ["PLUGINS", "Backend", "create_backend"]
+def check_spec(spec: BackendSpec) -> None:
+    """Validate a spec's target and options without importing its runtime (`modelparity lint`
+    runs nothing); plugins that can check statically define `check_spec(spec)`."""
+    module = importlib.import_module(PLUGINS[spec.runtime][0])
+    check = getattr(module, "check_spec", None)
+    if check is not None:
+        check(spec.without_env())
+
+
+__all__ = ["PLUGINS", "Backend", "check_spec", "create_backend"]

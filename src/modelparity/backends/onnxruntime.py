@@ -1,18 +1,21 @@
 """ONNX Runtime with any execution provider: `ort:<ep>?<option>=<value>&...`.
 
 Session options (`graph_optimization_level`, `intra_op_num_threads`, `inter_op_num_threads`,
-`execution_mode`, and `session.*` config entries) configure the session; every other option is
-passed to the execution provider as a provider option, exactly as given.
+`execution_mode`) and session config entries (dotted keys: `session.*`, `mlas.*`,
+`optimization.*`) configure the session; every other option is passed to the execution provider
+as a provider option, exactly as given.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
 from modelparity.backends.base import Backend
-from modelparity.backends.options import as_choice, as_int, first_line
+from modelparity.backends.options import as_bool, as_choice, as_int, first_line
+from modelparity.backends.standin import StandIn
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
 from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
@@ -52,6 +55,35 @@ OPT_LEVELS = {
 }
 
 
+BOOL = "0|1"
+#: Provider options checked before anything loads: {provider: {option: allowed values}}. Values
+#: are matched case-insensitively; BOOL means 0/1; None means any text. A provider marked
+#: complete here rejects option names it does not list (CoreML's set is small and fixed).
+EP_OPTIONS: dict[str, dict[str, tuple[str, ...] | str | None]] = {
+    "CoreMLExecutionProvider": {
+        "ModelFormat": ("MLProgram", "NeuralNetwork"),
+        "MLComputeUnits": ("ALL", "CPUOnly", "CPUAndGPU", "CPUAndNeuralEngine"),
+        "RequireStaticInputShapes": BOOL,
+        "EnableOnSubgraphs": BOOL,
+        "SpecializationStrategy": ("Default", "FastPrediction"),
+        "ProfileComputePlan": BOOL,
+        "AllowLowPrecisionAccumulationOnGPU": BOOL,
+        "ModelCacheDirectory": None,
+    },
+    "CUDAExecutionProvider": {
+        "use_tf32": BOOL, "device_id": None, "cudnn_conv_algo_search":
+            ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+        "enable_cuda_graph": BOOL, "prefer_nhwc": BOOL, "use_ep_level_unified_stream": BOOL,
+    },
+    "TensorrtExecutionProvider": {
+        "trt_fp16_enable": BOOL, "trt_int8_enable": BOOL, "trt_bf16_enable": BOOL,
+        "trt_engine_cache_enable": BOOL, "trt_timing_cache_enable": BOOL,
+        "trt_engine_cache_path": None, "device_id": None,
+    },
+}
+COMPLETE = frozenset({"CoreMLExecutionProvider"})
+
+
 def provider_name(spec: BackendSpec) -> str:
     """Map the spec target (`cuda`, or a full `CUDAExecutionProvider`) to the provider's name."""
     target = spec.target.lower()
@@ -69,7 +101,7 @@ def provider_name(spec: BackendSpec) -> str:
 def split_options(spec: BackendSpec) -> tuple[dict[str, str], dict[str, str]]:
     """(session options, provider options) from the spec's options."""
     session = {
-        k: v for k, v in spec.options.items() if k in SESSION_OPTIONS or k.startswith("session.")
+        k: v for k, v in spec.options.items() if k in SESSION_OPTIONS or "." in k
     }
     provider = {k: v for k, v in spec.options.items() if k not in session}
     return session, provider
@@ -77,8 +109,21 @@ def split_options(spec: BackendSpec) -> tuple[dict[str, str], dict[str, str]]:
 
 def check_spec(spec: BackendSpec) -> None:
     """Validate what can be validated without importing onnxruntime."""
-    provider_name(spec)
-    session, _ = split_options(spec)
+    provider = provider_name(spec)
+    session, provider_options = split_options(spec)
+    known = EP_OPTIONS.get(provider, {})
+    for key, value in provider_options.items():
+        if key not in known:
+            if provider in COMPLETE:
+                raise SpecError(f"{spec.text}: unknown {provider} option '{key}' (known: "
+                                f"{', '.join(known)})")
+            continue
+        allowed = known[key]
+        if allowed == BOOL:
+            as_bool(spec, key, value)
+        elif isinstance(allowed, tuple) and value.lower() not in {a.lower() for a in allowed}:
+            raise SpecError(f"{spec.text}: option {key}={value} is not one of: "
+                            f"{', '.join(allowed)}")
     for key, value in session.items():
         if key == "graph_optimization_level":
             as_choice(spec, key, value, OPT_LEVELS)
@@ -95,6 +140,18 @@ class OnnxRuntimeBackend(Backend):
         self.provider = provider_name(spec)
         self.session_options, self.provider_options = split_options(spec)
         self.session: Any = None
+        self.stand_in: StandIn | None = None
+        if self.provider == "CoreMLExecutionProvider" and sys.platform != "darwin":
+            from modelparity.knowledge import lint
+
+            findings = lint(spec)
+            precisions = [f.rule.precision for f in findings if f.rule.precision != "reduced"]
+            rules = ", ".join(f.rule.id for f in findings) or "no rule applies"
+            self.stand_in = StandIn(
+                spec, precisions[0] if precisions else "fp32",
+                reason=f"Core ML cannot execute on {sys.platform}: the CoreML execution "
+                       "provider exists only in ONNX Runtime builds for macOS and iOS",
+                basis=f"the knowledge base ({rules}) for these provider options")
 
     def _session_options(self) -> Any:
         import onnxruntime as ort
@@ -120,6 +177,9 @@ class OnnxRuntimeBackend(Backend):
         return so
 
     def activate_impl(self, model: PreparedModel) -> None:
+        if self.stand_in is not None:
+            self.stand_in.activate(model)
+            return
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -151,6 +211,8 @@ class OnnxRuntimeBackend(Backend):
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.stand_in is not None:
+            return self.stand_in.infer(feed)
         outputs = self.session.run(None, feed)
         return dict(zip(self.output_names, outputs, strict=True))
 
@@ -163,6 +225,8 @@ class OnnxRuntimeBackend(Backend):
             "execution_provider": self.provider,
             "options": dict(self.spec.options),
         }
+        if self.stand_in is not None:
+            return {**info, **self.stand_in.describe()}
         if self.session is not None:
             info["providers"] = self.session.get_providers()
             info["provider_options"] = self.session.get_provider_options()
@@ -176,6 +240,8 @@ class OnnxRuntimeBackend(Backend):
         return info
 
     def deactivate_impl(self) -> None:
+        if self.stand_in is not None:
+            self.stand_in.deactivate()
         self.session = None
 
 
