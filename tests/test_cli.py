@@ -154,3 +154,47 @@ def test_debug_shows_the_traceback(tmp_path, binary):
     result = invoke("run", str(bad), "-b", "openvino:cpu", "--debug")
     assert result.exit_code == 2
     assert "Traceback" in result.stderr
+
+
+def test_lint_explains_the_coreml_default_without_running_anything():
+    result = invoke("lint", "--backend", "ort:coreml")
+    assert result.exit_code == 1, result.output  # a finding: like a failed policy
+    text = " ".join(result.output.split())
+    assert "ORT-1" in text and "NeuralNetwork" in text and "FP16" in text
+    assert "fix: ort:coreml?ModelFormat=MLProgram" in text
+    assert '{"ModelFormat": "MLProgram"}' in text
+    assert "coreml_options" in text  # the source
+
+
+def test_lint_exit_codes_and_bad_specs():
+    assert invoke("lint", "-b", "ort:cpu").exit_code == 0
+    assert_one_line_error(invoke("lint", "-b", "ort:coreml?ModelFormat=Bogus"),
+                          "ModelFormat=Bogus", "MLProgram, NeuralNetwork")
+    assert_one_line_error(invoke("lint", "-b", "ort:coreml?Fast=1"), "unknown", "'Fast'",
+                          "MLComputeUnits")
+    assert_one_line_error(invoke("lint", "-b", "nosuch:cpu"), "unknown runtime")
+    conditional = invoke("lint", "-b", "ort:cuda")
+    assert "ORT-4" in conditional.output and "conditional" in conditional.output
+
+
+def test_run_fix_shows_the_finding_the_fixed_variant_and_its_price(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "modelparity.cli", "run", "modelparity.demo.models:mlp_4x3",
+               "--backend", "openvino:cpu", "--task", "multilabel", "--samples", "4000",
+               "--fix", "--no-fingerprint", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    if report["candidates"][0]["description"]["precision"]["reported"] != "bfloat16":
+        assert "OV-1" not in done.stdout  # OpenVINO stayed FP32 on this CPU
+        return
+    text = " ".join(done.stdout.split())
+    assert "OV-1" in text and "config.cpp" in text  # the finding and its source
+    assert "each fix, run beside the original" in text
+    [fix] = report["fixes"]
+    assert fix["fixed"] == "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
+    assert fix["after"]["flips"] == 0
+    assert f"{fix['before']['flips']} -> 0" in text
+    assert f"x{fix['latency_ratio']:.2f}" in text
+    assert "repro for openvino:cpu: python " in text

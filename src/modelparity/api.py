@@ -35,11 +35,14 @@ from modelparity.decisions import (
 )
 from modelparity.environment import environment
 from modelparity.errors import InputError, ModelParityError, SpecError
+from modelparity.fixes import fix_outcomes
 from modelparity.inputs import FirstSamples, InputSource, check_inputs, load_labels, open_inputs
+from modelparity.knowledge import compare_with_measurement, fixed_spec, lint
 from modelparity.model import PreparedModel, prepare_model
 from modelparity.numerics import ErrorAccumulator
 from modelparity.numerics.roundtrip import RoundTrip, RoundTripAccumulator
 from modelparity.precision import PROFILE_BACKENDS, PROFILE_SAMPLES, precision_findings
+from modelparity.repro import write_repros
 from modelparity.result import FAILED, SKIPPED, AuditResult, BackendResult
 from modelparity.runner import BackendFailed, BackendWorker
 from modelparity.spec import BackendSpec, parse_spec
@@ -139,6 +142,7 @@ def audit(
     allow_pickle: bool = False,
     fingerprint: bool = True,
     profile_samples: int = PROFILE_SAMPLES,
+    fix: bool = False,
     progress: Progress | None = None,
 ) -> AuditResult:
     """Run `model` on the reference and every backend in `backends`, on the same inputs.
@@ -152,6 +156,9 @@ def audit(
     With `fingerprint` (the default), the model also runs as emulated FP16, BF16, TF32 and INT8
     and as FP32 noise on the first `profile_samples` samples, so each candidate's error profile
     can be matched against them: `BackendResult.fingerprint` says which precision it really used.
+    Every backend is checked against the knowledge base of silent precision defaults
+    (`BackendResult.findings`); with `fix`, each candidate with a finding also runs in its fixed
+    variant, and `AuditResult.fixes` holds both sides: flips, errors and latency before and after.
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
@@ -165,6 +172,7 @@ def audit(
     if not cand_specs:
         raise SpecError("--backend: name at least one backend besides the reference "
                         f"({ref_spec.text})")
+    fixed_of = _add_fixed_variants(cand_specs, ref_spec) if fix else {}
     if warmup < 0:
         raise InputError(f"--warmup: expected an integer >= 0, got {warmup}")
     if timeout <= 0:
@@ -243,6 +251,7 @@ def audit(
                     profiles[label] = result
         at_risk = precision_findings(config, ref_result, candidates, profiles) if fingerprint \
             else []
+        _attach_findings([ref_result, *candidates], fixed_of)
 
         result = AuditResult(
             model={
@@ -262,9 +271,40 @@ def audit(
             profiles=profiles,
             at_risk=at_risk,
         )
+        result.fixes = fix_outcomes(result)
         if out:
+            write_repros(result, prepared, source, batch_size, out)
             result.save(os.path.join(out, "report.json"))
         return result
+
+
+def _add_fixed_variants(cand_specs: list[BackendSpec], reference: BackendSpec) -> dict[str, str]:
+    """Insert each fixable candidate's fixed variant after it; {fixed spec: original spec}."""
+    fixed_of: dict[str, str] = {}
+    for spec in list(cand_specs):
+        fixed = fixed_spec(spec, lint(spec))
+        if fixed is None or fixed.text == reference.text:
+            continue
+        if fixed.text not in {s.text for s in cand_specs}:
+            cand_specs.insert(cand_specs.index(spec) + 1, fixed)
+        fixed_of[fixed.text] = spec.text
+    return fixed_of
+
+
+def _attach_findings(results: list[BackendResult], fixed_of: dict[str, str]) -> None:
+    """Match the knowledge base against what each backend reported, and set what the
+    fingerprint says about each finding (the measurement wins)."""
+    for result in results:
+        result.findings = lint(result.spec, result.description)
+        predicted = bool(result.description.get("predicted"))
+        for finding in result.findings:
+            compare_with_measurement(finding, result.measured_precision, predicted)
+        result.fix_of = fixed_of.get(result.spec)
+    for result in results:
+        if result.fix_of is not None:
+            for original in results:
+                if original.spec == result.fix_of:
+                    original.fixed_by = result.spec
 
 
 def _labels(labels: str | np.ndarray | None) -> tuple[np.ndarray | None, str | None]:

@@ -143,6 +143,11 @@ def run(
     allow_pickle: Annotated[bool, typer.Option(
         help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
              "can run code. Only for files you trust.")] = False,
+    fix: Annotated[bool, typer.Option(
+        help="For each backend the knowledge base has a finding for (a silent precision "
+             "default such as OpenVINO's BF16), also run its fixed variant and show flips, "
+             "errors and latency before and after. With --out, a standalone repro script per "
+             "finding is written too.")] = False,
     show_flips: Annotated[int, typer.Option(help="How many flipped samples to list per "
                                                  "backend in the terminal.")] = 10,
     fail_on: Annotated[list[str] | None, typer.Option(
@@ -194,7 +199,7 @@ def run(
                 batch_size=batch_size, shapes=shapes, samples=samples, seed=seed,
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
                 out=out, resume=resume, allow_pickle=allow_pickle, fingerprint=fingerprint,
-                profile_samples=profile_samples, progress=BarProgress(bar),
+                profile_samples=profile_samples, fix=fix, progress=BarProgress(bar),
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
@@ -228,6 +233,45 @@ def run(
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_POLICY if policy_report is not None and policy_report.failed
                      else EXIT_OK)
+
+
+@app.command()
+def lint(
+    backend: Annotated[list[str], typer.Option(
+        "--backend", "-b",
+        help="A backend spec to check, as for 'run' (ort:coreml, ort:cuda?use_tf32=0, "
+             "openvino:cpu, torch:cuda, coreml:all, ...); repeat for several. Options named "
+             "env.NAME=value stand for environment variables.")],
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Explain which silent precision defaults each backend configuration runs into, and the fix.
+
+    Runs nothing and needs no model: the configuration (options as given and as defaulted,
+    runtime version, OS, CPU features, NVIDIA GPU) is matched against the knowledge base of
+    runtimes that compute FP32 models in FP16, BF16, TF32 or INT8 unless told otherwise. A rule
+    that depends on hardware this machine lacks is shown as conditional. Exit code 0 when no
+    rule applies, 1 when one does, 2 on a bad spec. 'run' does the same check, and measures.
+    """
+    from modelparity.backends import check_spec
+    from modelparity.knowledge import lint as lint_spec
+    from modelparity.report.findings import render_findings
+    from modelparity.spec import parse_spec
+
+    try:
+        specs = [parse_spec(text) for text in backend]
+        for spec in specs:
+            check_spec(spec)
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    found = 0
+    for spec in specs:
+        findings = lint_spec(spec)
+        found += len(findings)
+        if not findings:
+            console.print(f"{spec.text}: no known silent precision default applies here",
+                          style="green", highlight=False)
+        render_findings(findings, console, verbose=True)
+    raise typer.Exit(EXIT_POLICY if found else EXIT_OK)
 
 
 @app.command()

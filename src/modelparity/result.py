@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelparity.decisions import Decided, Flips, Metrics
+from modelparity.knowledge import Finding
 from modelparity.numerics import ErrorStats
 from modelparity.numerics.fingerprint import Fingerprint
 from modelparity.numerics.risk import AtRisk
@@ -18,7 +19,7 @@ from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.runner import Latency
 from modelparity.serialize import jsonable
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -41,6 +42,10 @@ class BackendResult:
     roundtrip: RoundTrip | None = None  # how many output values survive FP16/BF16/TF32 trips
     fingerprint: Fingerprint | None = None  # the precision it really used, with the evidence
     at_risk_flips: dict[str, Any] | None = None  # its flips that were predicted at risk
+    findings: list[Finding] = field(default_factory=list)  # knowledge-base rules that apply
+    fixed_by: str | None = None  # the spec of its fixed variant, when run with fix=True
+    fix_of: str | None = None  # for a fixed variant: the spec it fixes
+    repro: str | None = None  # the standalone repro script written for its findings
 
     @property
     def ok(self) -> bool:
@@ -82,6 +87,10 @@ class BackendResult:
             "metric_deltas": self.metric_deltas,
             "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None,
             "at_risk_flips": self.at_risk_flips,
+            "findings": [f.to_dict() for f in self.findings],
+            "fixed_by": self.fixed_by,
+            "fix_of": self.fix_of,
+            "repro": self.repro,
         })
 
 
@@ -96,6 +105,7 @@ class AuditResult:
     environment: dict[str, Any]
     profiles: dict[str, BackendResult] = field(default_factory=dict)  # label -> emulation/noise
     at_risk: list[AtRisk] = field(default_factory=list)
+    fixes: list[Any] = field(default_factory=list)  # FixOutcome: before and after each fix
 
     @property
     def backends(self) -> list[BackendResult]:
@@ -129,6 +139,7 @@ class AuditResult:
             "candidates": [c.to_dict() for c in self.candidates],
             "profiles": {label: p.to_dict() for label, p in self.profiles.items()},
             "at_risk": [a.to_dict() for a in self.at_risk],
+            "fixes": [f.to_dict() for f in self.fixes],
         })
 
     def save(self, path: str) -> str:

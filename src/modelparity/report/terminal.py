@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelparity.report import YARDSTICK_COLUMNS, profile_samples, yardstick_rows
+from modelparity.report.findings import fixes_table, render_findings
 from modelparity.result import AuditResult, BackendResult
 
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
@@ -41,13 +42,18 @@ SHORT_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "tf
 def _precision(result: BackendResult) -> Text:
     """What the runtime says it ran / what the outputs say it ran (with the confidence)."""
     reported = SHORT_PRECISION.get(result.precision or "", result.precision or "-")
+    predicted = result.description.get("precision", {}).get("predicted") \
+        if isinstance(result.description.get("precision"), dict) else None
+    if predicted:
+        reported = SHORT_PRECISION.get(predicted, predicted)
     fingerprint = result.fingerprint
     if fingerprint is None:
-        return Text(reported)
+        return Text(("pred " if predicted else "") + reported)
     measured = f"{fingerprint.verdict} {fingerprint.confidence:.2f}"
     style = "" if fingerprint.verdict == "fp32" else "bold red"
     disagree = reported not in ("-", fingerprint.verdict)
-    return Text.assemble(reported, " / ", (measured, style), ("  !" if disagree else "", "bold"))
+    return Text.assemble("pred " if predicted else "", reported, " / ", (measured, style),
+                         ("  !" if disagree else "", "bold"))
 
 
 def summary_table(result: AuditResult) -> Table:
@@ -63,6 +69,9 @@ def summary_table(result: AuditResult) -> Table:
         reference = backend.role == "reference"
         status = Text("ref" if reference and backend.ok else backend.status,
                       style=STATUS_STYLE.get(backend.status, ""))
+        if backend.ok and backend.description.get("predicted"):
+            stand_in = backend.description["predicted"].get("stand_in", "?")
+            status = Text(f"predicted\n({stand_in})", style="yellow")
         flips = "-"
         if backend.flips is not None:
             flips = f"{backend.flips.count} / {backend.flips.total}"
@@ -164,12 +173,26 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
         # the evidence for a plain FP32 verdict that nobody disputes stays in report.json
         if fingerprint is not None and (fingerprint.verdict != "fp32"
                                         or reported not in (None, "fp32")):
-            console.print(Text.assemble((f"{backend.spec}: ", "bold"), fingerprint.evidence))
+            stand_in = backend.description.get("predicted", {}).get("stand_in")
+            where = f" (measured on its stand-in, {stand_in})" if stand_in else ""
+            console.print(Text.assemble((f"{backend.spec}{where}: ", "bold"),
+                                        fingerprint.evidence))
         if backend.at_risk_flips:
             risk = backend.at_risk_flips
             console.print(Text(
                 f"    {risk['flips_in_at_risk_set']} of its {risk['flips']} flips were among the "
                 f"samples predicted at risk for {risk['precision']}", style="dim"))
+    findings = [f for backend in result.backends for f in backend.findings]
+    if findings:
+        console.print(Text("silent precision defaults that apply (knowledge base; "
+                           "`modelparity lint` explains each in full)", style="bold"))
+        render_findings(findings, console)
+    fixes = fixes_table(result.fixes)
+    if fixes is not None:
+        console.print(fixes)
+    repros = [b for b in result.candidates if b.repro]
+    for backend in repros:
+        console.print(Text(f"repro for {backend.spec}: python {backend.repro}", style="dim"))
     profiles = profiles_table(result)
     if profiles is not None:
         console.print(profiles)

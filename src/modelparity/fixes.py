@@ -1,0 +1,57 @@
+"""What a fix buys and what it costs: each candidate with a finding beside its fixed variant,
+run in the same audit on the same inputs (`audit(..., fix=True)`, `modelparity run --fix`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelparity.result import AuditResult, BackendResult
+
+
+@dataclass
+class FixOutcome:
+    backend: str
+    fixed: str
+    rules: list[str]
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """Median batch latency of the fixed variant over the original's (the fix's price)."""
+        before, after = self.before["p50_ms"], self.after["p50_ms"]
+        return after / before if before and after is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "fixed": self.fixed, "rules": self.rules,
+                "before": self.before, "after": self.after,
+                "latency_ratio": self.latency_ratio}
+
+
+def _side(result: BackendResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "error": result.error,
+        "flips": result.flips.count if result.flips is not None else None,
+        "max_abs": result.max_abs,
+        "p50_ms": result.latency.p50_ms if result.latency else None,
+        "measured": result.measured_precision,
+        "reported": result.precision,
+        "predicted": bool(result.description.get("predicted")),
+    }
+
+
+def fix_outcomes(result: AuditResult) -> list[FixOutcome]:
+    outcomes = []
+    for candidate in result.candidates:
+        if candidate.fixed_by is None:
+            continue
+        try:
+            fixed = result.backend(candidate.fixed_by)
+        except KeyError:
+            continue
+        outcomes.append(FixOutcome(candidate.spec, fixed.spec,
+                                   [f.rule.id for f in candidate.findings],
+                                   _side(candidate), _side(fixed)))
+    return outcomes

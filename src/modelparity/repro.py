@@ -1,0 +1,320 @@
+"""Standalone repro scripts: one per backend with findings, written next to the report.
+
+A repro is what a user attaches to a bug report upstream: a short Python script that needs only
+NumPy and the runtime, the model's path, a few inputs saved beside it (the samples whose decision
+flipped, closest to the threshold first, or the first samples when none flipped), and the
+session built twice: as configured and as fixed. Each side runs in its own child process,
+because some fixes are environment variables that a runtime reads once per process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pprint
+import re
+from typing import Any
+
+import numpy as np
+
+from modelparity.inputs import InputSource, conform_batch
+from modelparity.knowledge.rules import PRECISION_WORDS
+from modelparity.model import PreparedModel
+from modelparity.result import AuditResult, BackendResult
+from modelparity.spec import BackendSpec, parse_spec
+
+REPRO_SAMPLES = 8
+FAMILIES = ("ort", "openvino", "torch")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80]
+
+
+def _indices(backend: BackendResult, total: int) -> list[int]:
+    if backend.flips is not None and backend.flips.count:
+        return [r["index"] for r in backend.flips.records(REPRO_SAMPLES)]
+    return list(range(min(REPRO_SAMPLES, total)))
+
+
+def gather_inputs(source: InputSource, model: PreparedModel, indices: list[int],
+                  batch_size: int) -> dict[str, np.ndarray]:
+    """The model inputs of the samples at `indices`, in that order, as the model received them."""
+    wanted = sorted(set(indices))
+    rows: dict[int, dict[str, np.ndarray]] = {}
+    start = 0
+    for batch in source.batches(batch_size):
+        feed = conform_batch(batch, model.signature, source.describe())
+        count = len(next(iter(feed.values())))
+        for index in wanted:
+            if start <= index < start + count:
+                rows[index] = {name: value[index - start] for name, value in feed.items()}
+        start += count
+        if wanted and start > wanted[-1]:
+            break
+    return {name: np.stack([rows[i][name] for i in indices])
+            for name in model.signature.input_names}
+
+
+def _side(spec: BackendSpec) -> dict[str, Any]:
+    """How the script builds one side: runtime-specific settings and the environment."""
+    plain = spec.without_env()
+    side: dict[str, Any] = {"spec": spec.text, "env": spec.env}
+    if spec.runtime == "ort":
+        from modelparity.backends.onnxruntime import provider_name, split_options
+
+        session, provider = split_options(plain)
+        side.update(provider=provider_name(plain), provider_options=provider, session=session)
+    elif spec.runtime == "openvino":
+        side.update(device=plain.target.upper(), properties=plain.options)
+    elif spec.runtime == "torch":
+        side.update(device=plain.target, options=plain.options)
+    return side
+
+
+def write_repros(result: AuditResult, model: PreparedModel, source: InputSource,
+                 batch_size: int, out: str) -> list[str]:
+    """Write a repro for every candidate with a fixable finding; set `BackendResult.repro`."""
+    written = []
+    for backend in result.candidates:
+        fixed = next((f.fixed_spec for f in backend.findings if f.fixed_spec), None)
+        spec = parse_spec(backend.spec)
+        if fixed is None or spec.runtime not in FAMILIES:
+            continue
+        if spec.runtime == "torch" and (model.torch_source is None
+                                        or model.torch_source.kind != "factory"):
+            continue
+        folder = os.path.join(out, "repro", _slug(backend.spec))
+        os.makedirs(folder, exist_ok=True)
+        indices = _indices(backend, result.inputs["samples"])
+        np.savez(os.path.join(folder, "inputs.npz"),
+                 **gather_inputs(source, model, indices, batch_size))
+        path = os.path.join(folder, "repro.py")
+        with open(path, "w") as handle:
+            handle.write(script(result, backend, model, parse_spec(fixed), indices))
+        backend.repro = path
+        written.append(path)
+    return written
+
+
+def _audit_scores(result: AuditResult, backend: BackendResult, indices: list[int]
+                  ) -> list[list[Any]]:
+    """(index, reference score, candidate score) as the audit measured them."""
+    reference, candidate = result.reference.decided, backend.decided
+    if reference is None or candidate is None:
+        return []
+    def plain(value: float) -> float | None:  # NaN is not a Python literal
+        return None if math.isnan(value) else value
+
+    return [[i, plain(float(reference.score[i])), plain(float(candidate.score[i]))]
+            for i in indices]
+
+
+def script(result: AuditResult, backend: BackendResult, model: PreparedModel,
+           fixed: BackendSpec, indices: list[int]) -> str:
+    spec = parse_spec(backend.spec)
+    rules = "\n".join(
+        f"  {f.rule.id} ({PRECISION_WORDS[f.rule.precision]}): {f.rule.title}\n"
+        f"    source: {f.rule.source}" for f in backend.findings)
+    flips = backend.flips.count if backend.flips is not None else 0
+    task = result.task
+    constants = {
+        "MODEL": os.path.abspath(model.onnx_path),
+        "INPUT_NAMES": list(model.signature.input_names),
+        "OUTPUT_NAMES": list(model.signature.output_names),
+        "SIDES": {"configured": _side(spec), "fixed": _side(fixed)},
+        "TASK": {"kind": task["kind"], "output": task["output"],
+                 "threshold": task.get("threshold"), "logits": task.get("logits", False)},
+        "AUDIT": {"reference": result.reference.spec, "samples": indices,
+                  "scores": _audit_scores(result, backend, indices)},
+    }
+    if spec.runtime == "torch" and model.torch_source is not None:
+        constants["ENTRY"] = model.torch_source.entry
+        constants["WEIGHTS"] = os.path.abspath(model.torch_source.weights or "")
+        constants["WORKDIR"] = os.getcwd()
+    header = (
+        f'"""modelparity repro: {backend.spec} against {fixed.text}\n\n'
+        f"In the audit, {flips} of {result.inputs['samples']} decisions flipped on "
+        f"{backend.spec} against {result.reference.spec}.\nRules that apply:\n{rules}\n\n"
+        f"This script runs the model as configured and as fixed on the {len(indices)} samples "
+        "in inputs.npz\n(the flipped ones, closest to the threshold first, or the first samples "
+        "when none flipped)\nand prints both outputs side by side. It needs only numpy and "
+        f"{_PACKAGES[spec.runtime]}.\nRun: python repro.py\n"
+        '"""\n')
+    lines = [header, _PRELUDE]
+    for name, value in constants.items():
+        lines.append(f"{name} = {pprint.pformat(value, width=96, sort_dicts=False)}")
+    lines.append(_RUNNERS[spec.runtime])
+    lines.append(_MAIN)
+    return "\n".join(lines)
+
+
+_PACKAGES = {"ort": "onnxruntime", "openvino": "openvino", "torch": "torch"}
+
+_PRELUDE = '''import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+'''
+
+_RUNNERS = {
+    "ort": '''
+
+def run(side):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    levels = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+    for key, value in side["session"].items():
+        if key == "graph_optimization_level":
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[value])
+        elif key in ("intra_op_num_threads", "inter_op_num_threads"):
+            setattr(so, key, int(value))
+        elif "." in key:
+            so.add_session_config_entry(key, value)
+    providers = [(side["provider"], side["provider_options"])]
+    if side["provider"] != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")
+    session = ort.InferenceSession(MODEL, sess_options=so, providers=providers)
+    print(f"  {side['spec']}: onnxruntime {ort.__version__}, providers {session.get_providers()}")
+    feed = load_inputs()
+    outputs = session.run(None, feed)
+    return dict(zip([o.name for o in session.get_outputs()], outputs))
+''',
+    "openvino": '''
+
+def run(side):
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(MODEL), side["device"], side["properties"])
+    chosen = compiled.get_property("INFERENCE_PRECISION_HINT")
+    print(f"  {side['spec']}: openvino {ov.get_version()}, INFERENCE_PRECISION_HINT read back: "
+          f"{chosen}")
+    request = compiled.create_infer_request()
+    request.infer(load_inputs())
+    return {out.get_any_name(): np.array(request.get_tensor(out).data)
+            for out in compiled.outputs}
+''',
+    "torch": '''
+
+def read_safetensors(path):
+    """The weights file, read with NumPy alone (8-byte header size, JSON header, raw data)."""
+    dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
+              "I32": np.int32, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    raw = Path(path).read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        data = np.frombuffer(raw[8 + size + start:8 + size + end], dtype=dtypes[info["dtype"]])
+        tensors[name] = data.reshape(info["shape"]).copy()
+    return tensors
+
+
+def run(side):
+    import importlib
+
+    import torch
+
+    options = side["options"]
+    if "matmul_precision" in options:
+        torch.set_float32_matmul_precision(options["matmul_precision"])
+    if "allow_tf32" in options:
+        allow = options["allow_tf32"].lower() in ("1", "true", "yes", "on")
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+    sys.path.insert(0, WORKDIR)
+    module_name, factory = ENTRY.split(":")
+    made = getattr(importlib.import_module(module_name), factory)()
+    model = made[0] if isinstance(made, (tuple, list)) else made
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in read_safetensors(WEIGHTS).items()})
+    model = model.eval().to(side["device"])
+    print(f"  {side['spec']}: torch {torch.__version__}, matmul precision "
+          f"{torch.get_float32_matmul_precision()}, cudnn.allow_tf32 "
+          f"{torch.backends.cudnn.allow_tf32}")
+    feed = load_inputs()
+    with torch.inference_mode():
+        out = model(*[torch.from_numpy(feed[n]).to(side["device"]) for n in INPUT_NAMES])
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    return {name: o.detach().cpu().numpy() for name, o in zip(OUTPUT_NAMES, outs)}
+''',
+}
+
+_MAIN = '''
+
+def load_inputs():
+    with np.load(HERE / "inputs.npz") as data:
+        return {name: data[name] for name in INPUT_NAMES}
+
+
+def decide(values):
+    """The task's decision per sample (binary/multilabel: score > threshold; multiclass: argmax)."""
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    kind, threshold = TASK["kind"], TASK["threshold"]
+    if kind in ("binary", "multilabel"):
+        if kind == "binary" and v.shape[1] == 2:
+            v = v[:, 1:] - v[:, :1] if TASK["logits"] else v[:, 1:]
+        if TASK["logits"]:
+            v = 1.0 / (1.0 + np.exp(-v))
+        above = v > np.asarray(threshold, dtype=np.float64)
+        return [int(row[0]) if kind == "binary" else "".join(str(int(x)) for x in row)
+                for row in above]
+    if kind == "multiclass":
+        return [int(i) for i in v.argmax(axis=1)]
+    return ["-"] * len(v)
+
+
+def main():
+    if len(sys.argv) == 3:  # a child: run one side and save its outputs
+        np.savez(sys.argv[2], **run(SIDES[sys.argv[1]]))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, side in SIDES.items():
+            path = os.path.join(tmp, name + ".npz")
+            # each side in its own process: env fixes (NVIDIA_TF32_OVERRIDE=0, ...) are read once
+            subprocess.run([sys.executable, __file__, name, path], check=True,
+                           env={**os.environ, **side["env"]})
+            with np.load(path) as data:
+                results[name] = dict(data)
+    configured, fixed = results["configured"], results["fixed"]
+    for output in OUTPUT_NAMES:
+        diff = np.abs(configured[output].astype(np.float64) - fixed[output].astype(np.float64))
+        print(f"output {output!r}: max |configured - fixed| = {diff.max():.3e}")
+    output = TASK["output"]
+    a, b = decide(configured[output]), decide(fixed[output])
+    audit = {row[0]: row[1:] for row in AUDIT["scores"]}
+    print(f"{'sample':>8} {'audit reference':>16} {'configured':>14} {'fixed':>14}  decision")
+    flipped = 0
+    for row, index in enumerate(AUDIT["samples"]):
+        ref = audit.get(index, [None])[0]
+        ref = float("nan") if ref is None else ref
+        first, second = (np.ravel(side[output][row]) for side in (configured, fixed))
+        # show the element that decides: one whose decision differs, else the largest change
+        j = int(np.argmax(np.abs(first - second)))
+        if TASK["kind"] in ("binary", "multilabel") and not TASK["logits"]:
+            t = np.broadcast_to(np.asarray(TASK["threshold"], dtype=np.float64), first.shape)
+            changed = np.flatnonzero((first > t) != (second > t))
+            j = int(changed[0]) if len(changed) else int(np.argmin(np.abs(first - t)))
+        first, second = first[j], second[j]
+        flipped += a[row] != b[row]
+        mark = "  <- differs" if a[row] != b[row] else ""
+        print(f"{index:>8} {ref:>16.9f} {first:>14.9f} {second:>14.9f}  {a[row]} -> {b[row]}{mark}")
+    print(f"{flipped} of {len(a)} decisions differ between {SIDES['configured']['spec']} and "
+          f"{SIDES['fixed']['spec']}")
+
+
+if __name__ == "__main__":
+    main()
+'''
