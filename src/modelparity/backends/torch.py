@@ -15,7 +15,7 @@ import numpy as np
 
 from modelparity.backends.base import Backend
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
-from modelparity.model import PreparedModel
+from modelparity.model import PreparedModel, TorchSource
 from modelparity.spec import BackendSpec
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -68,17 +68,53 @@ def _getattr_path(root: Any, path: str) -> Any:
     return obj
 
 
+def load_torch_module(source: TorchSource, origin: str) -> Any:
+    """The very module the ONNX file was exported from (on the CPU, not yet in eval mode): a
+    `module:factory` rebuilt by its factory with the saved weights loaded strictly, or the
+    module of a `torch.export` program. `origin` is what the user gave, for error messages.
+    Raises `ModelError` (one line). Imports torch: call it in a worker process only."""
+    import torch
+
+    if source.kind == "factory":
+        from safetensors.torch import load_file
+
+        from modelparity.model import load_factory
+
+        module, _ = load_factory(source.entry)
+        if source.weights is None:
+            raise ModelError(f"{source.entry}: no saved weights to load")
+        try:
+            module.load_state_dict(load_file(source.weights), strict=True)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelError(
+                f"{source.entry}: the saved weights {source.weights} do not fit the module "
+                f"the factory builds now ({type(exc).__name__}: {first})"
+            ) from None
+        return module
+    if source.kind == "exported_program":
+        # torch.export.load unpickles parts of the file: .pt2 files are trusted input
+        # (see modelparity.model._export_program)
+        return torch.export.load(source.entry).module()
+    raise ModelError(f"{origin}: unknown torch source kind '{source.kind}'")
+
+
+def check_spec(spec: BackendSpec) -> dict[str, Any]:
+    """Validate the device and options without importing torch; return the parsed options."""
+    if spec.target not in DEVICES:
+        raise SpecError(
+            f"backend '{spec.text}': unknown device '{spec.target}' "
+            f"(expected one of: {', '.join(DEVICES)})"
+        )
+    return _parse_options(spec)
+
+
 class TorchBackend(Backend):
     known_options = frozenset(OPTIONS)
 
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
-        if spec.target not in DEVICES:
-            raise SpecError(
-                f"backend '{spec.text}': unknown device '{spec.target}' "
-                f"(expected one of: {', '.join(DEVICES)})"
-            )
-        self.options = _parse_options(spec)
+        self.options = check_spec(spec)
         try:
             import torch
         except ImportError:
@@ -118,7 +154,6 @@ class TorchBackend(Backend):
     # -- hooks ------------------------------------------------------------------------------
 
     def activate_impl(self, model: PreparedModel) -> None:
-        torch = self._torch
         source = model.torch_source
         if source is None:
             raise BackendUnavailable(
@@ -126,29 +161,7 @@ class TorchBackend(Backend):
                 f"{model.source} is an ONNX file"
             )
         self._apply_options()
-        if source.kind == "factory":
-            from safetensors.torch import load_file
-
-            from modelparity.model import load_factory
-
-            module, _ = load_factory(source.entry)
-            if source.weights is None:
-                raise ModelError(f"{source.entry}: no saved weights to load")
-            try:
-                module.load_state_dict(load_file(source.weights), strict=True)
-            except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise ModelError(
-                    f"{source.entry}: the saved weights {source.weights} do not fit the module "
-                    f"the factory builds now ({type(exc).__name__}: {first})"
-                ) from None
-        elif source.kind == "exported_program":
-            # torch.export.load unpickles parts of the file: .pt2 files are trusted input
-            # (see modelparity.model._export_program)
-            module = torch.export.load(source.entry).module()
-        else:
-            raise ModelError(f"{model.source}: unknown torch source kind '{source.kind}'")
-        module = module.to(self.device)
+        module = load_torch_module(source, model.source).to(self.device)
         if hasattr(module, "eval"):
             # an ExportedProgram's module() rejects eval()/train() in some torch versions;
             # it was exported in eval mode already

@@ -27,9 +27,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
-from modelparity.report import YARDSTICK_COLUMNS, profile_samples, yardstick_rows
+from modelparity.report import (
+    FIX_COLUMNS,
+    YARDSTICK_COLUMNS,
+    fix_rows,
+    profile_samples,
+    yardstick_rows,
+)
 from modelparity.result import AuditResult, BackendResult
 
 __all__ = ["render_html", "write_html"]
@@ -71,6 +78,9 @@ svg.chart{display:block;margin:6px 0 14px;max-width:100%;height:auto}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
 .verdict{font-weight:600}.banner{padding:8px 12px;border-radius:4px;margin:12px 0;font-weight:600}
 .banner.bad{background:#fdecea}.banner.good{background:#e9f6ec}
+.warn{color:#b26a00;font-weight:600}.predicted{color:#b26a00}
+.finding{background:#fafafa;border-left:3px solid #8e44ad;padding:6px 10px;margin:8px 0;
+font-size:13px}.finding code{font-size:12.5px;background:#f0f0f0;padding:0 3px}
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}svg.chart{break-inside:avoid}}
 """
 
@@ -651,12 +661,17 @@ def _summary(result: AuditResult) -> str:
         status_text = "ref" if reference and backend.ok else backend.status
         status = f'<span class="{_e(backend.status)}">{_e(status_text)}</span>'
         reported = _precision_name(backend.precision)
+        predicted = backend.description.get("predicted")
+        if predicted and backend.ok:
+            reported = "pred " + predicted.get("precision", "?")
+            status = (f'<span class="predicted" title="{_e(predicted.get("reason", ""))}">'
+                      f"predicted ({_e(predicted.get('stand_in', '?'))})</span>")
         fingerprint = backend.fingerprint
         if fingerprint is None:
             precision = _e(reported)
         else:
             css = "" if fingerprint.verdict == "fp32" else ' class="bad"'
-            disagree = reported not in ("-", fingerprint.verdict)
+            disagree = reported.removeprefix("pred ") not in ("-", fingerprint.verdict)
             precision = (f"{_e(reported)} / <span{css}>{_e(fingerprint.verdict)} "
                          f"{fingerprint.confidence:.2f}</span>"
                          + (' <span class="bad" title="reported and measured disagree">!</span>'
@@ -692,6 +707,44 @@ def _summary(result: AuditResult) -> str:
         parts.append(f'<p class="banner bad">Decisions flipped on: {_e(names)}.</p>')
     elif result.ok:
         parts.append('<p class="banner good">No decision flipped on any backend.</p>')
+    return "".join(parts)
+
+
+def _findings(result: AuditResult) -> str:
+    """The knowledge base's findings with their fixes, and each fix run beside the original."""
+    findings = [f for backend in result.backends for f in backend.findings]
+    if not findings:
+        return ""
+    parts = ["<h2>Silent precision defaults and their fixes</h2>"]
+    for finding in findings:
+        rule = finding.rule
+        css = {"confirmed": "bad", "contradicted": "warn", "different": "warn"}.get(
+            finding.agreement, "note")
+        lines = [
+            f"<b>{_e(finding.backend)}</b> &middot; <b>{_e(rule.id)}</b> {_e(rule.title)}"
+            + ("" if rule.status == "verified" else ' <span class="warn">(unverified)</span>'),
+            f"{_e(PRECISION_WORDS[rule.precision])}, {_e(KIND_WORDS[rule.kind])}: "
+            f"{_e(rule.default)}",
+            f"why: {_e(rule.effect)}",
+            f"where it bites: {_e(rule.bites)}",
+        ]
+        lines += [f'<span class="warn">conditional: {_e(u)}</span>' for u in finding.unchecked]
+        if finding.verdict():
+            lines.append(f'<span class="{css}">{_e(finding.verdict())}</span>')
+        if finding.fixed_spec:
+            lines.append(f"fix: <code>{_e(finding.fixed_spec)}</code>")
+        lines.append(f"<code>{_e(rule.fix.code)}</code>")
+        if rule.fix.note:
+            lines.append(_e(rule.fix.note))
+        lines.append(f'<span class="note">source: {_e(rule.source)}</span>')
+        backend = result.backend(finding.backend)
+        if backend.repro:
+            lines.append(f"repro: <code>python {_e(backend.repro)}</code>")
+        parts.append('<div class="finding">' + "<br>".join(lines) + "</div>")
+    if result.fixes:
+        parts.append("<h3>Each fix, run beside the original on the same inputs</h3>")
+        parts.append(_table(FIX_COLUMNS, fix_rows(result, _num),
+                            [False, False, False, False, True, True, False, True, True]))
     return "".join(parts)
 
 
@@ -868,7 +921,8 @@ def _header(result: AuditResult) -> str:
 def render_html(result: AuditResult) -> str:
     """The whole report as one HTML document (inline CSS and SVG, no scripts, no links)."""
     body = "".join([
-        _header(result), _summary(result), _fingerprints(result), _histograms(result),
+        _header(result), _summary(result), _findings(result), _fingerprints(result),
+        _histograms(result),
         _scatters(result), _confusions(result), _flips(result), _at_risk(result),
         _latency(result),
     ])

@@ -187,7 +187,7 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
         console.print(Text("silent precision defaults that apply (knowledge base; "
                            "`modelparity lint` explains each in full)", style="bold"))
         render_findings(findings, console)
-    fixes = fixes_table(result.fixes)
+    fixes = fixes_table(result)
     if fixes is not None:
         console.print(fixes)
     repros = [b for b in result.candidates if b.repro]
