@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelparity.decisions import Decided, Flips, Metrics
 from modelparity.knowledge import Finding
@@ -18,6 +18,9 @@ from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.runner import Latency
 from modelparity.serialize import jsonable
+
+if TYPE_CHECKING:
+    from modelparity.fixes import FixOutcome
 
 SCHEMA_VERSION = "1.2"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
@@ -105,7 +108,7 @@ class AuditResult:
     environment: dict[str, Any]
     profiles: dict[str, BackendResult] = field(default_factory=dict)  # label -> emulation/noise
     at_risk: list[AtRisk] = field(default_factory=list)
-    fixes: list[Any] = field(default_factory=list)  # FixOutcome: before and after each fix
+    fixes: list[FixOutcome] = field(default_factory=list)  # before and after each fix
 
     @property
     def backends(self) -> list[BackendResult]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -40,9 +39,11 @@ def render_finding(finding: Finding, console: Console, *, verbose: bool = False)
     if rule.fix.note and verbose:
         lines.append(f"note: {rule.fix.note}")
     lines.append(Text(f"source: {rule.source}", style="dim"))
+    width = max(40, console.width - indent)
     for line in lines:
-        console.print(Padding(line if isinstance(line, Text) else Text(line), (0, 0, 0, indent), expand=False),
-                      highlight=False)
+        text = line if isinstance(line, Text) else Text(line)
+        for part in text.wrap(console, width):  # wrapped lines keep the indent, no padding
+            console.print(Text(" " * indent) + part, highlight=False, soft_wrap=True)
 
 
 def render_findings(findings: Sequence[Finding], console: Console, *,
