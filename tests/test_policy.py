@@ -58,6 +58,7 @@ def flipped_audit(models, data_files):
     ("metric.f1<-0.001", "metric.f1", "<", -0.001),
     ("metric.accuracy<-0.01", "metric.accuracy", "<", -0.01),
     ("status!=ok", "status", "!=", "ok"),
+    ("findings>0", "findings", ">", 0.0),
 ])
 def test_valid_expressions(text, quantity, op, value):
     policy = parse_policy(text)
@@ -189,3 +190,14 @@ def test_cli_malformed_policy_exits_2_with_one_line(models, data_files):
     assert len(text.splitlines()) == 1, text
     assert text.startswith("error: --fail-on 'flips>>0'")
     assert "Traceback" not in outcome.output
+
+
+def test_findings_policy_counts_rules_even_when_the_backend_failed(models):
+    """A CI gate against silent defaults: findings>0 fails on ort:coreml even where the Core ML
+    EP cannot run, and holds on a backend no rule applies to."""
+    result = audit(models["binary"]["path"], ["ort:coreml", "ort:cpu?intra_op_num_threads=1"],
+                   samples=50, fingerprint=False)
+    report = evaluate(result, ["findings>0"])
+    verdicts = {o.backend: o for o in report.outcomes}
+    assert verdicts["ort:coreml"].failed and verdicts["ort:coreml"].actual == 1
+    assert not verdicts["ort:cpu?intra_op_num_threads=1"].failed

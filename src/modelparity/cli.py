@@ -157,7 +157,8 @@ def run(
              "== !=: flips>0, flips>=3, flip_rate>0.001, max_abs>1e-4, max_rel>1e-3, "
              "max_ulp>8, metric.f1<-0.001 (candidate minus reference; needs --labels), "
              "precision!=fp32 (measured by the fingerprint), reported_precision!=fp32 (what "
-             "the runtime reports), status!=ok. A quantity a backend lacks is listed as not "
+             "the runtime reports), status!=ok, findings>0 (a known silent precision default "
+             "applies). A quantity a backend lacks is listed as not "
              "checked and does not fail.")] = None,
     junit: Annotated[str | None, typer.Option(
         "--junit", metavar="PATH",

@@ -15,6 +15,7 @@ or separate expressions with commas):
               | precision            precision the outputs show (fingerprint verdict)
               | reported_precision   precision the runtime itself reports  precision!=fp32
               | status               ok, failed or skipped                 status!=ok
+              | findings             knowledge-base rules that apply       findings>0
     VALUE    := a number for the numeric quantities; for precision and reported_precision
                 one of fp32 fp16 bf16 tf32 int8 (float32, float16, bfloat16 ... also accepted),
                 for status one of ok failed skipped; those three take only == and !=.
@@ -29,8 +30,9 @@ A quantity that a backend does not have cannot be checked, and is then listed as
 "not checked" with the reason, and does NOT fail the run: `metric.*` without labels (or for a
 metric the task does not compute), `precision` without a fingerprint (fingerprint=False) or
 with an `unknown` verdict, `reported_precision` when the runtime reports none, and every
-quantity but `status` on a backend that did not run (a failed backend fails the run anyway,
-with exit code 2).
+quantity but `status` and `findings` on a backend that did not run (a failed backend fails the
+run anyway, with exit code 2). `findings` counts the silent-precision rules that apply to the
+backend's configuration, whether or not it ran (`modelparity lint` shows the same).
 
     policies = [parse_policy("flips>0"), parse_policy("max_abs>1e-4")]
     report = evaluate(result, policies)
@@ -54,7 +56,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
     ">": operator.gt, "<": operator.lt,
 }
-NUMERIC = ("flips", "flip_rate", "max_abs", "max_rel", "max_ulp")
+NUMERIC = ("flips", "flip_rate", "max_abs", "max_rel", "max_ulp", "findings")
 CATEGORICAL = {
     "precision": ("fp32", "fp16", "bf16", "tf32", "int8"),
     "reported_precision": ("fp32", "fp16", "bf16", "tf32", "int8"),
@@ -69,7 +71,7 @@ PRECISION_ALIASES = {"float32": "fp32", "f32": "fp32", "fp32": "fp32", "float16"
                      "i8": "int8", "u8": "int8"}
 VALID_FORMS = ("expected QUANTITY OP VALUE such as flips>0, flip_rate>0.001, max_abs>1e-4, "
                "max_rel>1e-3, max_ulp>8, metric.f1<-0.001, precision!=fp32, "
-               "reported_precision!=fp32, status!=ok (operators > >= < <= == !=)")
+               "reported_precision!=fp32, status!=ok, findings>0 (operators > >= < <= == !=)")
 _PATTERN = re.compile(r"^\s*(?P<quantity>[A-Za-z_][\w.]*)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
                       r"(?P<value>[^\s<>=!]+)\s*$")
 
@@ -233,6 +235,8 @@ def _actual(backend: BackendResult, quantity: str) -> tuple[float | str | None, 
     """The backend's value for `quantity`, or (None, why it cannot be checked)."""
     if quantity == "status":
         return backend.status, None
+    if quantity == "findings":
+        return float(len(backend.findings)), None
     if not backend.ok:
         return None, f"backend {backend.status}"
     if quantity in ("flips", "flip_rate"):

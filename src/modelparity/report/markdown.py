@@ -7,6 +7,7 @@ import math
 import os
 
 from modelparity.policy import PolicyReport, format_actual
+from modelparity.report import FIX_COLUMNS, fix_rows
 from modelparity.report.terminal import SHORT, SHORT_PRECISION
 from modelparity.result import AuditResult, BackendResult
 
@@ -98,6 +99,24 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
     for backend in failed:
         lines.append(f"- {_code(backend.spec)} {backend.status}: {_cell(backend.error or '')}")
     if failed:
+        lines.append("")
+
+    findings = [f for backend in result.backends for f in backend.findings]
+    if findings:
+        lines += ["### Silent precision defaults (knowledge base)", ""]
+        for finding in findings:
+            verdict = finding.verdict()
+            lines.append(f"- {_code(finding.backend)} **{finding.rule.id}** "
+                         f"{_cell(finding.rule.title)}"
+                         + (f"; {_cell(verdict)}" if verdict else "")
+                         + (f"; fix: {_code(finding.fixed_spec)}" if finding.fixed_spec
+                            else ""))
+        lines.append("")
+    if result.fixes:
+        lines += ["| " + " | ".join(FIX_COLUMNS) + " |",
+                  "|" + "---|" * len(FIX_COLUMNS)]
+        for row in fix_rows(result, lambda v: _number(v, ".2e")):
+            lines.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
         lines.append("")
 
     if policies_report is not None and policies_report.outcomes:
