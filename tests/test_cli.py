@@ -195,6 +195,7 @@ def test_run_fix_shows_the_finding_the_fixed_variant_and_its_price(tmp_path):
     [fix] = report["fixes"]
     assert fix["fixed"] == "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
     assert fix["after"]["flips"] == 0
-    assert f"{fix['before']['flips']} -> 0" in text
+    assert f"before │ openvino:cpu │ OV-1 │ ok │ {fix['before']['flips']} │" in text
+    assert "fixed │ openvino:cpu?INFERENCE_PRECISION_HINT=f32 │ │ ok │ 0 │" in text
     assert f"x{fix['latency_ratio']:.2f}" in text
     assert "repro for openvino:cpu: python " in text

@@ -14,6 +14,8 @@ import pytest
 
 from modelparity import audit
 from modelparity.knowledge.matcher import AGREES, CONTRADICTS, PREDICTED
+from modelparity.report.html import render_html
+from modelparity.report.markdown import render_markdown
 
 SCHEMA = Path(__file__).parents[1] / "src" / "modelparity" / "report" / "schema.json"
 PINNED = "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
@@ -48,6 +50,13 @@ def test_fix_runs_openvino_pinned_to_fp32_beside_its_default(models, data_files,
         fixed.latency.p50_ms / default.latency.p50_ms)
     assert report["fixes"][0]["fixed"] == PINNED
     assert report["candidates"][0]["findings"][0]["rule"] == "OV-1"
+
+    page = render_html(result)
+    assert "Silent precision defaults and their fixes" in page and "OV-1" in page
+    assert f"<td>{PINNED}</td>" in page and "config.cpp" in page
+    summary = render_markdown(result)
+    assert "**OV-1**" in summary and f"fix: `{PINNED}`" in summary
+    assert f"| fixed | {PINNED} |  | ok | 0 |" in summary
 
     # The repro runs with OpenVINO and NumPy alone and shows both precisions.
     repro = Path(default.repro)
@@ -95,6 +104,9 @@ def test_coreml_ep_is_predicted_on_linux_and_so_is_its_fix(models, data_files):
     assert fixed.description["predicted"]["stand_in"] == "ort:cpu"
     assert fixed.max_abs == 0.0 and fixed.flips.count == 0
     assert result.fixes[0].before["predicted"] and result.fixes[0].after["predicted"]
+    page = render_html(result)
+    assert "predicted (emulate:fp16)" in page and "predicted (ort:cpu)" in page
+    assert "predicted, not measured" in page
 
 
 def test_env_options_reach_the_worker_before_the_runtime(models, tmp_path):

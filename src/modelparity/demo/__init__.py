@@ -94,7 +94,7 @@ def run_demo(out: str, console: Console) -> int:
         console.print(Rule(title))
         inputs, labels = data[name]
         result = audit(model, BACKENDS, inputs, task=task, labels=labels or None,
-                       out=os.path.join(out, name), batch_size=512)
+                       out=os.path.join(out, name), batch_size=512, fix=True)
         render(result, console, show_flips=5)
         explain(result, console)
         page = write_html(result, os.path.join(out, name, "report.html"))
@@ -102,6 +102,6 @@ def run_demo(out: str, console: Console) -> int:
         label_option = f" --labels {labels}" if labels else ""
         console.print(Text(
             f"Re-run: modelparity run {model} " + " ".join(f"-b '{b}'" for b in BACKENDS)
-            + f" --data {inputs} --task {task.kind}{label_option}", style="dim"))
+            + f" --data {inputs} --task {task.kind}{label_option} --fix", style="dim"))
         code = max(code, 0 if result.ok else 2)
     return code

@@ -48,34 +48,26 @@ def yardstick_rows(result: AuditResult, number: Callable[[float | None], str]) -
     return rows
 
 
-FIX_COLUMNS = ("backend", "fixed variant", "rules", "status", "flips", "max abs error",
-               "precision measured", "p50 ms/batch", "latency")
+FIX_COLUMNS = ("run", "backend", "rules", "status", "flips", "max abs error",
+               "precision measured", "p50 ms/batch", "latency vs before")
 
 
 def fix_rows(result: AuditResult, number: Callable[[float | None], str]) -> list[list[str]]:
-    """One row per fix run with `fix=True`: before -> after, and the latency ratio (its price)."""
-
-    def pair(before: object, after: object, fmt: str = "") -> str:
-        def text(value: object) -> str:
-            if value is None:
-                return "-"
-            return number(value) if fmt == "num" and isinstance(value, float) else (
-                format(value, fmt) if fmt and isinstance(value, float) else str(value))
-
-        return f"{text(before)} -> {text(after)}"
-
+    """Two rows per fix run with `fix=True`, the original ("before") and its fixed variant
+    ("fixed"), and the fixed variant's latency over the original's: the fix's price."""
     rows = []
     for outcome in result.fixes:
-        before, after = outcome.before, outcome.after
-        precision = pair(before["measured"], after["measured"])
-        if before["predicted"] or after["predicted"]:
-            precision += " (predicted)"
-        ratio = outcome.latency_ratio
-        rows.append([
-            outcome.backend, outcome.fixed, ", ".join(outcome.rules),
-            pair(before["status"], after["status"]), pair(before["flips"], after["flips"]),
-            pair(before["max_abs"], after["max_abs"], "num"), precision,
-            pair(before["p50_ms"], after["p50_ms"], ".3f"),
-            "-" if ratio is None else f"x{ratio:.2f}",
-        ])
+        for label, side, spec in (("before", outcome.before, outcome.backend),
+                                  ("fixed", outcome.after, outcome.fixed)):
+            measured = side["measured"] or "-"
+            if side["predicted"]:
+                measured += " (predicted)"
+            ratio = outcome.latency_ratio
+            rows.append([
+                label, spec, ", ".join(outcome.rules) if label == "before" else "",
+                side["status"], "-" if side["flips"] is None else str(side["flips"]),
+                number(side["max_abs"]), measured,
+                "-" if side["p50_ms"] is None else f"{side['p50_ms']:.3f}",
+                f"x{ratio:.2f}" if label == "fixed" and ratio is not None else "",
+            ])
     return rows

@@ -59,12 +59,13 @@ def fixes_table(result: AuditResult) -> Table | None:
     table = Table(title="each fix, run beside the original on the same inputs",
                   title_justify="left")
     for column in FIX_COLUMNS:
-        table.add_column(column, overflow="fold",
-                         justify="left" if column in ("backend", "fixed variant", "rules")
-                         else "right")
-    for outcome, row in zip(result.fixes, fix_rows(result, _number), strict=True):
-        fixed_all = outcome.after["flips"] == 0 and bool(outcome.before["flips"])
-        table.add_row(*row[:4], Text(row[4], style="bold green" if fixed_all else ""), *row[5:])
+        left = column in ("run", "backend", "rules", "status", "precision measured")
+        table.add_column(column, no_wrap=column == "backend",
+                         justify="left" if left else "right")
+    for row in fix_rows(result, _number):
+        fixed = row[0] == "fixed"
+        flips = Text(row[4], style="bold green" if fixed and row[4] == "0" else "")
+        table.add_row(*row[:4], flips, *row[5:], end_section=fixed)
     return table
 
 
