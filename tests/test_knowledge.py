@@ -179,3 +179,11 @@ def test_lint_resolves_this_machine_without_running_anything() -> None:
     assert [f.rule.id for f in findings] == ["ORT-1"]
     assert findings[0].fixed_spec == "ort:coreml?ModelFormat=MLProgram"
     assert lint("py:planted_backends:make") == []  # no rules for user backends
+
+
+def test_the_documentation_lists_every_rule() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "knowledge-base.md").read_text()
+    missing = [rule.id for rule in RULES if f"| {rule.id} |" not in page]
+    assert missing == [], f"docs/knowledge-base.md does not list {missing}"

@@ -24,6 +24,12 @@ def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] in {"bfloat16", "float32", "float16"}  # read back from OpenVINO
     assert (tmp_path / "report.json").is_file()
+    assert printed[-1] == "['ORT-1']"  # lint, which runs nothing
+    if printed[0] == "bfloat16":  # OV-1 applies: its finding is printed, and the fix's outcome
+        assert any(line.startswith("OV-1 openvino:cpu?INFERENCE_PRECISION_HINT=f32")
+                   for line in printed)
+        assert any(line.startswith("openvino:cpu ") and " 0 " in line for line in printed)
+        assert (tmp_path / "out" / "report.json").is_file()
 
 
 def test_every_run_option_in_the_readme_exists():
