@@ -142,13 +142,12 @@ class OnnxRuntimeBackend(Backend):
         self.session: Any = None
         self.stand_in: StandIn | None = None
         if self.provider == "CoreMLExecutionProvider" and sys.platform != "darwin":
-            from modelparity.knowledge import lint
+            from modelparity.knowledge import lint, predicted_precision
 
             findings = lint(spec)
-            precisions = [f.rule.precision for f in findings if f.rule.precision != "reduced"]
             rules = ", ".join(f.rule.id for f in findings) or "no rule applies"
             self.stand_in = StandIn(
-                spec, precisions[0] if precisions else "fp32",
+                spec, predicted_precision(findings),
                 reason=f"Core ML cannot execute on {sys.platform}: the CoreML execution "
                        "provider exists only in ONNX Runtime builds for macOS and iOS",
                 basis=f"the knowledge base ({rules}) for these provider options")

@@ -26,9 +26,9 @@ def lint(spec: str | BackendSpec, description: Mapping[str, Any] | None = None,
     return match(config)
 
 
-def predicted_precision(spec: BackendSpec) -> str:
-    """The precision the rules expect `spec` to compute in (fp32 when none applies)."""
-    precisions = [f.rule.precision for f in lint(spec) if f.rule.precision != "reduced"]
+def predicted_precision(findings: list[Finding]) -> str:
+    """The precision these findings expect a backend to compute in (fp32 when none applies)."""
+    precisions = [f.rule.precision for f in findings if f.rule.precision != "reduced"]
     return precisions[0] if precisions else "fp32"
 
 

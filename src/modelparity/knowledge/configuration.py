@@ -8,6 +8,7 @@ properties), which is how a default the user never wrote down becomes visible.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -59,6 +60,7 @@ def normalise_target(spec: BackendSpec) -> str:
     return target
 
 
+@functools.cache
 def runtime_version(package: str) -> str | None:
     """The installed version of `package` (onnxruntime-gpu counts as onnxruntime), without
     importing it."""
