@@ -178,9 +178,12 @@ def run(
 ) -> None:
     """Compare MODEL on each --backend against the reference, on the same inputs.
 
-    Shows output errors, flipped decisions, metric changes (with --labels) and latency per
-    backend; --out also writes report.json. Exit code 0 when all is well, 1 when a --fail-on
-    policy fails, 2 on an error (bad input, or a backend that failed).
+    Shows output errors, flipped decisions, metric changes (with
+    --labels), the precision each backend really used, the known silent
+    defaults behind it with their fixes (--fix runs them), and latency;
+    --out also writes report.json and repro scripts. Exit code 0 when
+    all is well, 1 when a --fail-on policy fails, 2 on an error (bad
+    input, or a backend that failed).
     """
     from modelparity.api import audit
     from modelparity.decisions import TaskConfig
@@ -245,13 +248,15 @@ def lint(
              "env.NAME=value stand for environment variables.")],
     debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
 ) -> None:
-    """Explain which silent precision defaults each backend configuration runs into, and the fix.
+    """Explain the silent precision defaults a backend runs into, and the fix.
 
-    Runs nothing and needs no model: the configuration (options as given and as defaulted,
-    runtime version, OS, CPU features, NVIDIA GPU) is matched against the knowledge base of
-    runtimes that compute FP32 models in FP16, BF16, TF32 or INT8 unless told otherwise. A rule
-    that depends on hardware this machine lacks is shown as conditional. Exit code 0 when no
-    rule applies, 1 when one does, 2 on a bad spec. 'run' does the same check, and measures.
+    Runs nothing and needs no model. The configuration (options as
+    given and as defaulted, runtime version, OS, CPU features, NVIDIA
+    GPU) is matched against a knowledge base of runtimes that compute
+    FP32 models in FP16, BF16, TF32 or INT8 unless told otherwise. A
+    rule that depends on hardware this machine lacks is shown as
+    conditional. 'run' does the same check, and measures. Exit code 0
+    when no rule applies, 1 when one does, 2 on a bad spec.
     """
     from modelparity.backends import check_spec
     from modelparity.knowledge import lint as lint_spec
@@ -283,8 +288,10 @@ def demo(
 ) -> None:
     """Show silent downcasts flipping decisions, on two small models built here.
 
-    Runs them on ONNX Runtime (reference), PyTorch, OpenVINO with default settings and OpenVINO
-    pinned to FP32, and shows which decisions flip and what the fix costs. Downloads nothing.
+    Runs them on ONNX Runtime (reference), PyTorch, OpenVINO with
+    default settings and OpenVINO pinned to FP32, and shows which
+    decisions flip, the known default behind it, and what the fix
+    costs. Downloads nothing.
     """
     from modelparity.demo import run_demo
 
