@@ -66,8 +66,12 @@ def runtime_version(package: str) -> str | None:
     importing it."""
     from importlib import metadata
 
-    names = [package, *metadata.packages_distributions().get(package, [])]
-    for name in names:
+    for name in (package, f"{package}-gpu"):  # the usual names first: the scan below is slow
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    for name in metadata.packages_distributions().get(package, []):
         try:
             return metadata.version(name)
         except metadata.PackageNotFoundError:
