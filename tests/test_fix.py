@@ -86,10 +86,10 @@ def test_run_without_fix_still_reports_findings(models, data_files):
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the CoreML EP really runs")
-def test_coreml_ep_is_predicted_on_linux_and_so_is_its_fix(models, data_files):
+def test_coreml_ep_is_predicted_on_linux_and_so_is_its_fix(models, data_files, tmp_path):
     entry = data_files["binary"]
     result = audit(models["binary"]["path"], ["ort:coreml"], entry["data"], task="binary",
-                   batch_size=128, fix=True, profile_samples=500)
+                   batch_size=128, fix=True, profile_samples=500, out=str(tmp_path))
     assert result.ok
     default = result.backend("ort:coreml")
     predicted = default.description["predicted"]
@@ -107,6 +107,12 @@ def test_coreml_ep_is_predicted_on_linux_and_so_is_its_fix(models, data_files):
     page = render_html(result)
     assert "predicted (emulate:fp16)" in page and "predicted (ort:cpu)" in page
     assert "predicted, not measured" in page
+    # the repro is for a Mac: it builds both CoreML sessions, and says the flips were predicted
+    script = Path(default.repro).read_text()
+    compile(script, default.repro, "exec")
+    assert "predicted: emulate:fp16 stood in" in script
+    assert "'provider': 'CoreMLExecutionProvider'" in script
+    assert "'provider_options': {'ModelFormat': 'MLProgram'}" in script
 
 
 def test_env_options_reach_the_worker_before_the_runtime(models, tmp_path):
@@ -119,13 +125,13 @@ def test_env_options_reach_the_worker_before_the_runtime(models, tmp_path):
     assert result.backend(spec).description["env"] == {"MODELPARITY_PROBE": "42"}
 
 
-def test_an_env_rule_that_the_measurement_contradicts():
+def test_an_env_rule_that_the_measurement_contradicts(tmp_path):
     """ONEDNN_DEFAULT_FPMATH_MODE=bf16 lets oneDNN downcast, but PyTorch's CPU Linear may not
     go through oneDNN at all: whatever the outputs show is what the finding reports."""
     pytest.importorskip("torch", reason="PyTorch is an optional extra")
     spec = "torch:cpu?env.ONEDNN_DEFAULT_FPMATH_MODE=bf16"
     result = audit("modelparity.demo.models:breast_cancer_classifier", [spec], samples=2000,
-                   value_range=(-2.0, 2.0), fix=True, profile_samples=2000)
+                   value_range=(-2.0, 2.0), fix=True, profile_samples=2000, out=str(tmp_path))
     backend = result.backend(spec)
     [finding] = backend.findings
     assert finding.rule.id == "PT-6-bf16"
@@ -135,3 +141,12 @@ def test_an_env_rule_that_the_measurement_contradicts():
     assert finding.agreement == (CONTRADICTS if verdict == "fp32" else
                                  AGREES if verdict == "bf16" else "different")
     assert result.backend(backend.fixed_by).findings == []
+
+    # The torch repro reads the safetensors weights with NumPy alone and runs each side in its
+    # own process with its own environment.
+    done = subprocess.run([sys.executable, backend.repro], capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"{spec}: torch " in done.stdout
+    assert "torch:cpu?env.ONEDNN_DEFAULT_FPMATH_MODE=strict: torch " in done.stdout
+    assert "decisions differ between" in done.stdout

@@ -117,6 +117,10 @@ def script(result: AuditResult, backend: BackendResult, model: PreparedModel,
         f"  {f.rule.id} ({PRECISION_WORDS[f.rule.precision]}): {f.rule.title}\n"
         f"    source: {f.rule.source}" for f in backend.findings)
     flips = backend.flips.count if backend.flips is not None else 0
+    predicted = backend.description.get("predicted")
+    how = (f" (predicted: {predicted.get('stand_in')} stood in, since "
+           f"{predicted.get('reason', 'the runtime cannot execute there')};\nrun this script "
+           "where the runtime executes to measure it)" if predicted else "")
     task = result.task
     constants = {
         "MODEL": os.path.abspath(model.onnx_path),
@@ -135,7 +139,7 @@ def script(result: AuditResult, backend: BackendResult, model: PreparedModel,
     header = (
         f'"""modelparity repro: {backend.spec} against {fixed.text}\n\n'
         f"In the audit, {flips} of {result.inputs['samples']} decisions flipped on "
-        f"{backend.spec} against {result.reference.spec}.\nRules that apply:\n{rules}\n\n"
+        f"{backend.spec} against {result.reference.spec}{how}.\nRules that apply:\n{rules}\n\n"
         f"This script runs the model as configured and as fixed on the {len(indices)} samples "
         "in inputs.npz\n(the flipped ones, closest to the threshold first, or the first samples "
         "when none flipped)\nand prints both outputs side by side. It needs only numpy and "
