@@ -104,6 +104,10 @@ def test_coreml_ep_is_predicted_on_linux_and_so_is_its_fix(models, data_files, t
     assert fixed.description["predicted"]["stand_in"] == "ort:cpu"
     assert fixed.max_abs == 0.0 and fixed.flips.count == 0
     assert result.fixes[0].before["predicted"] and result.fixes[0].after["predicted"]
+    # a stand-in's speed says nothing about Core ML's: no latency is shown for it
+    assert default.latency is not None and default.measured_latency is None
+    assert result.fixes[0].latency_ratio is None
+    assert "ort:coreml: predicted, not measured: Core ML cannot execute" in render_markdown(result)
     page = render_html(result)
     assert "predicted (emulate:fp16)" in page and "predicted (ort:cpu)" in page
     assert "predicted, not measured" in page

@@ -35,10 +35,10 @@ def _side(result: BackendResult) -> dict[str, Any]:
         "error": result.error,
         "flips": result.flips.count if result.flips is not None else None,
         "max_abs": result.max_abs,
-        "p50_ms": result.latency.p50_ms if result.latency else None,
+        "p50_ms": result.measured_latency.p50_ms if result.measured_latency else None,
         "measured": result.measured_precision,
         "reported": result.precision,
-        "predicted": bool(result.description.get("predicted")),
+        "predicted": result.predicted,
     }
 
 

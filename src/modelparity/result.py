@@ -55,6 +55,16 @@ class BackendResult:
         return self.status == OK
 
     @property
+    def predicted(self) -> bool:
+        """True when the runtime could not execute here and an emulation stood in for it."""
+        return bool(self.description.get("predicted"))
+
+    @property
+    def measured_latency(self) -> Latency | None:
+        """The latency, unless a stand-in ran: its speed says nothing about the runtime's."""
+        return None if self.predicted else self.latency
+
+    @property
     def max_abs(self) -> float | None:
         values = [s.max_abs for s in self.errors.values()]
         return max(values) if values else None

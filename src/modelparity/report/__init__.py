@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modelparity.result import AuditResult
+from modelparity.result import AuditResult, BackendResult
 
 YARDSTICK_COLUMNS = ("precision", "backend", "max abs error", "flips", "at risk: format band",
                      "at risk: error scale")
@@ -71,3 +71,13 @@ def fix_rows(result: AuditResult, number: Callable[[float | None], str]) -> list
                 f"x{ratio:.2f}" if label == "fixed" and ratio is not None else "",
             ])
     return rows
+
+
+def predicted_note(backend: BackendResult) -> str | None:
+    """For a backend that could not run here: what was predicted, from what, and what ran."""
+    predicted = backend.description.get("predicted")
+    if not predicted:
+        return None
+    return (f"{backend.spec}: predicted, not measured: {predicted.get('reason')}; the "
+            f"{str(predicted.get('precision', '?')).upper()} prediction comes from "
+            f"{predicted.get('basis')}, and {predicted.get('stand_in')} ran in its place")

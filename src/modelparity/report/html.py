@@ -34,6 +34,7 @@ from modelparity.report import (
     FIX_COLUMNS,
     YARDSTICK_COLUMNS,
     fix_rows,
+    predicted_note,
     profile_samples,
     yardstick_rows,
 )
@@ -588,8 +589,8 @@ def distances_svg(backend: BackendResult) -> str | None:
 
 def latency_svg(backends: Sequence[BackendResult]) -> str | None:
     """p50 per batch as bars, p95 as a whisker; log scale when the spread is wide."""
-    rows = [b for b in backends if b.latency is not None and _finite(b.latency.p50_ms)
-            and b.latency.p50_ms > 0]
+    rows = [b for b in backends if b.measured_latency is not None
+            and _finite(b.measured_latency.p50_ms) and b.measured_latency.p50_ms > 0]
     if not rows:
         return None
     values = [v for b in rows for v in (b.latency.p50_ms, b.latency.p95_ms) if _finite(v)
@@ -680,7 +681,7 @@ def _summary(result: AuditResult) -> str:
         if backend.flips is not None:
             css = ' class="bad"' if backend.flips.count else ""
             flips = f"<span{css}>{backend.flips.count} / {backend.flips.total}</span>"
-        latency = backend.latency
+        latency = backend.measured_latency
         rows.append([
             _e(backend.spec), status, precision,
             "-" if reference else _e(_num(backend.max_abs)), flips,
@@ -692,6 +693,9 @@ def _summary(result: AuditResult) -> str:
          "flips", "metric changes", "p50 / p95 ms per batch"], rows,
         [False, False, False, True, True, False, True], escaped=True)]
     for backend in result.backends:
+        note = predicted_note(backend)
+        if note:
+            parts.append(f'<p class="note predicted">{_e(note)}</p>')
         if backend.error:
             parts.append(f'<p class="note"><span class="{_e(backend.status)}">'
                          f"{_e(backend.spec)}: {_e(backend.status)}</span>: "

@@ -7,7 +7,7 @@ import math
 import os
 
 from modelparity.policy import PolicyReport, format_actual
-from modelparity.report import FIX_COLUMNS, fix_rows
+from modelparity.report import FIX_COLUMNS, fix_rows, predicted_note
 from modelparity.report.terminal import SHORT, SHORT_PRECISION
 from modelparity.result import AuditResult, BackendResult
 
@@ -84,7 +84,7 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
         flips = "-" if backend.flips is None else f"{backend.flips.count} / {backend.flips.total}"
         if backend.flips is not None and backend.flips.count:
             flips = f"**{flips}**"
-        latency = backend.latency
+        latency = backend.measured_latency
         lines.append("| " + " | ".join([
             _code(backend.spec),
             _status(backend, reference),
@@ -96,6 +96,10 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
         ]) + " |")
     lines.append("")
 
+    for backend in result.backends:
+        note = predicted_note(backend)
+        if note:
+            lines.append(f"- {_cell(note)}")
     for backend in failed:
         lines.append(f"- {_code(backend.spec)} {backend.status}: {_cell(backend.error or '')}")
     if failed:

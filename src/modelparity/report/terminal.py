@@ -9,7 +9,12 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from modelparity.report import YARDSTICK_COLUMNS, profile_samples, yardstick_rows
+from modelparity.report import (
+    YARDSTICK_COLUMNS,
+    predicted_note,
+    profile_samples,
+    yardstick_rows,
+)
 from modelparity.report.findings import fixes_table, render_findings
 from modelparity.result import AuditResult, BackendResult
 
@@ -69,13 +74,13 @@ def summary_table(result: AuditResult) -> Table:
         reference = backend.role == "reference"
         status = Text("ref" if reference and backend.ok else backend.status,
                       style=STATUS_STYLE.get(backend.status, ""))
-        if backend.ok and backend.description.get("predicted"):
+        if backend.ok and backend.predicted:
             stand_in = backend.description["predicted"].get("stand_in", "?")
             status = Text(f"predicted\n({stand_in})", style="yellow")
         flips = "-"
         if backend.flips is not None:
             flips = f"{backend.flips.count} / {backend.flips.total}"
-        latency = backend.latency
+        latency = backend.measured_latency
         table.add_row(
             backend.spec,
             status,
@@ -158,6 +163,9 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
                        f"   task: {result.task['kind']} on '{result.task['output']}'", style="dim"))
     console.print(summary_table(result))
     for backend in result.backends:
+        note = predicted_note(backend)
+        if note:
+            console.print(Text(note, style="yellow"))
         if backend.error:
             console.print(Text(f"{backend.spec}: {backend.status}: {backend.error}",
                                style=STATUS_STYLE.get(backend.status, "")))
