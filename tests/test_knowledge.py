@@ -36,6 +36,7 @@ def config_for(spec: BackendSpec, context: dict, *, environ: dict | None = None
     return dataclasses.replace(
         base,
         machine=context.get("machine", "x86_64"),
+        system=context.get("os", "linux"),
         cpu_flags=tuple(context.get("cpu_flags", ())),
         gpu_sm=context.get("gpu_sm"),
         gpu_name="test GPU" if "gpu_sm" in context else None,
@@ -187,3 +188,10 @@ def test_the_documentation_lists_every_rule() -> None:
     page = (Path(__file__).parents[1] / "docs" / "knowledge-base.md").read_text()
     missing = [rule.id for rule in RULES if f"| {rule.id} |" not in page]
     assert missing == [], f"docs/knowledge-base.md does not list {missing}"
+
+
+def test_os_conditions_use_the_platform() -> None:
+    spec = parse_spec("ort:cpu?mlas.enable_gemm_fastmath_arm64_bfloat16=1")
+    linux = match(config_for(spec, {"machine": "aarch64", "os": "linux"}))
+    mac = match(config_for(spec, {"machine": "arm64", "os": "darwin"}))
+    assert [f.rule.id for f in linux] == ["ORT-14"] and mac == []

@@ -110,6 +110,8 @@ def evaluate(condition: dict[str, Any], config: Configuration) -> bool | None:
         return any(flag in config.cpu_flags for flag in condition["cpu_flags_any"])
     if "machine_in" in condition:
         return _matches(config.machine, condition["machine_in"])
+    if "os_in" in condition:
+        return _matches(config.system, condition["os_in"])
     if "gpu_sm_at_least" in condition:
         if config.gpu_sm is None:
             return None
