@@ -41,6 +41,14 @@ class Finding:
         return (f"{self.rule.id}: {self.rule.title} ({PRECISION_WORDS[self.rule.precision]}, "
                 f"{KIND_WORDS[self.rule.kind]})")
 
+    def precision_line(self) -> str:
+        """What precision, why it happens, and the default: "BF16, silent default: ..."."""
+        rule = self.rule
+        head = f"{PRECISION_WORDS[rule.precision]}, {KIND_WORDS[rule.kind]}"
+        if rule.kind == "default":
+            return f"{head}: {rule.default}"
+        return f"{head} (the default: {rule.default})"
+
     def verdict(self) -> str | None:
         """The measurement's word on the rule, in a sentence; None before a measurement."""
         expected = PRECISION_WORDS[self.rule.precision]

@@ -10,7 +10,6 @@ from rich.text import Text
 
 from modelparity.knowledge import Finding
 from modelparity.knowledge.matcher import AGREES, CONTRADICTS, DIFFERS
-from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS
 from modelparity.report import FIX_COLUMNS, fix_rows
 from modelparity.result import AuditResult
 
@@ -23,8 +22,7 @@ def render_finding(finding: Finding, console: Console, *, verbose: bool = False)
     console.print(Text.assemble((f"{finding.backend}  ", "bold"), (rule.id, "bold magenta"),
                                 f"  {rule.title}", (status, "yellow")))
     indent = 4
-    lines: list[Text | str] = [
-        f"{PRECISION_WORDS[rule.precision]}, {KIND_WORDS[rule.kind]}: {rule.default}"]
+    lines: list[Text | str] = [finding.precision_line()]
     if verbose:
         lines += [f"why: {rule.effect}", f"where it bites: {rule.bites}",
                   f"versions: {rule.versions}"]

@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
 from modelparity.report import (
@@ -727,8 +726,7 @@ def _findings(result: AuditResult) -> str:
         lines = [
             f"<b>{_e(finding.backend)}</b> &middot; <b>{_e(rule.id)}</b> {_e(rule.title)}"
             + ("" if rule.status == "verified" else ' <span class="warn">(unverified)</span>'),
-            f"{_e(PRECISION_WORDS[rule.precision])}, {_e(KIND_WORDS[rule.kind])}: "
-            f"{_e(rule.default)}",
+            _e(finding.precision_line()),
             f"why: {_e(rule.effect)}",
             f"where it bites: {_e(rule.bites)}",
         ]
