@@ -127,6 +127,16 @@ def test_env_options_reach_the_worker_before_the_runtime(models, tmp_path):
     assert result.ok, result.backend(spec).error
     assert "MODELPARITY_PROBE=42" in log.read_text().splitlines()
     assert result.backend(spec).description["env"] == {"MODELPARITY_PROBE": "42"}
+    # the spec keeps its environment in its name, canonical order or as given
+    assert result.backend(spec).spec.endswith("&env.MODELPARITY_PROBE=42")
+
+
+def test_a_failing_env_variant_names_its_whole_spec(models):
+    spec = "ort:cuda?env.NVIDIA_TF32_OVERRIDE=0"
+    result = audit(models["binary"]["path"], [spec], samples=20, fingerprint=False)
+    failed = result.backend(spec)
+    assert failed.status == "failed"
+    assert failed.error.startswith(f"{spec}: CUDAExecutionProvider is not available")
 
 
 def test_an_env_rule_that_the_measurement_contradicts(tmp_path):

@@ -10,6 +10,7 @@ from importlib import resources
 import jsonschema
 import pytest
 
+from modelparity.errors import ModelParityError
 from modelparity.knowledge import Finding, compare_with_measurement, fixed_spec, lint, match
 from modelparity.knowledge.configuration import Configuration, resolve
 from modelparity.knowledge.matcher import AGREES, CONTRADICTS, DIFFERS, PREDICTED
@@ -119,6 +120,18 @@ def test_environment_variables_come_from_the_process_and_the_spec() -> None:
     fixed = config_for(parse_spec("ort:tensorrt?env.NVIDIA_TF32_OVERRIDE=0"), context)
     assert "ORT-6" not in {f.rule.id for f in match(fixed)}
     assert fixed.options == {}  # env.* options are not runtime options
+
+
+def test_env_options_are_kept_apart_from_runtime_options() -> None:
+    spec = parse_spec("ort:tensorrt?env.NVIDIA_TF32_OVERRIDE=0&trt_fp16_enable=1")
+    assert spec.options == {"trt_fp16_enable": "1"}
+    assert spec.env == {"NVIDIA_TF32_OVERRIDE": "0"}
+    assert spec.text == "ort:tensorrt?trt_fp16_enable=1&env.NVIDIA_TF32_OVERRIDE=0"
+    assert parse_spec(spec.text) == spec
+    for bad, needle in [("ort:cpu?env.=1", "names no variable"),
+                        ("ort:cpu?env.A=1&env.A=2", "given twice")]:
+        with pytest.raises(ModelParityError, match=needle):
+            parse_spec(bad)
 
 
 def test_version_conditions_use_the_runtime_version() -> None:

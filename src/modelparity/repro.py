@@ -58,17 +58,16 @@ def gather_inputs(source: InputSource, model: PreparedModel, indices: list[int],
 
 def _side(spec: BackendSpec) -> dict[str, Any]:
     """How the script builds one side: runtime-specific settings and the environment."""
-    plain = spec.without_env()
     side: dict[str, Any] = {"spec": spec.text, "env": spec.env}
     if spec.runtime == "ort":
         from modelparity.backends.onnxruntime import provider_name, split_options
 
-        session, provider = split_options(plain)
-        side.update(provider=provider_name(plain), provider_options=provider, session=session)
+        session, provider = split_options(spec)
+        side.update(provider=provider_name(spec), provider_options=provider, session=session)
     elif spec.runtime == "openvino":
-        side.update(device=plain.target.upper(), properties=plain.options)
+        side.update(device=spec.target.upper(), properties=spec.options)
     elif spec.runtime == "torch":
-        side.update(device=plain.target, options=plain.options)
+        side.update(device=spec.target, options=spec.options)
     return side
 
 

@@ -134,9 +134,13 @@ class AuditResult:
         return sum(b.flips.count for b in self.candidates if b.flips is not None)
 
     def backend(self, spec: str) -> BackendResult:
-        for result in self.backends:
-            if result.spec == spec:
-                return result
+        """The result for `spec`, as given or in its canonical form (`ort:` is `ort:cpu`)."""
+        from modelparity.spec import parse_spec
+
+        for text in (spec, parse_spec(spec).text):
+            for result in self.backends:
+                if result.spec == text:
+                    return result
         raise KeyError(spec)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Backend spec strings: `runtime:target?key=value&key=value`.
 
 Examples: `ort:cpu`, `ort:cuda?use_tf32=0`, `openvino:cpu?INFERENCE_PRECISION_HINT=f32`,
-`torch:cpu`, `py:my_pkg.backends:make_backend?flag=1`. Values stay strings here; each backend
-converts and validates its own options, so this module knows no runtime.
+`torch:cpu`, `py:my_pkg.backends:make_backend?flag=1`, `ort:tensorrt?env.NVIDIA_TF32_OVERRIDE=0`.
+Values stay strings here; each backend converts and validates its own options, so this module
+knows no runtime. `env.NAME=value` options are kept apart (`BackendSpec.env`): the worker sets
+them in its environment before it imports the runtime, which never sees them as options.
 """
 
 from __future__ import annotations
@@ -31,26 +33,17 @@ ENV_PREFIX = "env."
 class BackendSpec:
     runtime: str
     target: str
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # for the runtime
+    env: dict[str, str] = field(default_factory=dict)  # env.NAME=value: for the worker process
 
     @property
     def text(self) -> str:
-        query = "&".join(f"{k}={v}" for k, v in self.options.items())
+        items = [*self.options.items(), *((ENV_PREFIX + k, v) for k, v in self.env.items())]
+        query = "&".join(f"{k}={v}" for k, v in items)
         return f"{self.runtime}:{self.target}" + (f"?{query}" if query else "")
 
     def with_options(self, **options: str) -> BackendSpec:
-        return BackendSpec(self.runtime, self.target, {**self.options, **options})
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The environment variables this spec sets (its env.NAME options)."""
-        return {k[len(ENV_PREFIX):]: v for k, v in self.options.items()
-                if k.startswith(ENV_PREFIX)}
-
-    def without_env(self) -> BackendSpec:
-        """The spec its runtime sees: env.* options go to the process, not to the runtime."""
-        return BackendSpec(self.runtime, self.target, {
-            k: v for k, v in self.options.items() if not k.startswith(ENV_PREFIX)})
+        return BackendSpec(self.runtime, self.target, {**self.options, **options}, self.env)
 
     def __str__(self) -> str:
         return self.text
@@ -75,12 +68,16 @@ def parse_spec(text: str) -> BackendSpec:
     if runtime != "py":
         target = target.lower()
     options: dict[str, str] = {}
+    env: dict[str, str] = {}
     if query:
         for part in query.split("&"):
             if "=" not in part or not part.split("=", 1)[0]:
                 raise SpecError(f"backend '{text}': option '{part}' is not key=value")
         for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-            if key in options:
-                raise SpecError(f"backend '{text}': option '{key}' given twice")
-            options[key] = value
-    return BackendSpec(runtime, target, options)
+            name, into = (key[len(ENV_PREFIX):], env) if key.startswith(ENV_PREFIX) \
+                else (key, options)
+            if not name or name in into:
+                raise SpecError(f"backend '{text}': option '{key}' "
+                                + ("given twice" if name else "names no variable"))
+            into[name] = value
+    return BackendSpec(runtime, target, options, env)

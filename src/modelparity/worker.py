@@ -41,7 +41,7 @@ def run_job(job: Job, conn: Connection) -> None:
     stage = "load"
     try:
         os.environ.update(job.spec.env)  # before the runtime is imported: it may read them once
-        backend = create_backend(job.spec.without_env())
+        backend = create_backend(job.spec)
         backend.activate(job.model)
         where = job.source.describe()
         stage = "warm-up"

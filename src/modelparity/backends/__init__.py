@@ -41,7 +41,7 @@ def check_spec(spec: BackendSpec) -> None:
     module = importlib.import_module(PLUGINS[spec.runtime][0])
     check = getattr(module, "check_spec", None)
     if check is not None:
-        check(spec.without_env())
+        check(spec)
 
 
 __all__ = ["PLUGINS", "Backend", "check_spec", "create_backend"]

@@ -103,7 +103,7 @@ def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
     return Configuration(
         spec=spec,
         target=normalise_target(spec),
-        options=spec.without_env().options,
+        options=dict(spec.options),
         env=env,
         reported=reported,
         version=version if isinstance(version, str) else None,

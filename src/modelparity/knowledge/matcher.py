@@ -15,7 +15,7 @@ from typing import Any
 
 from modelparity.knowledge.configuration import Configuration
 from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS, Rule, load_rules
-from modelparity.spec import ENV_PREFIX, BackendSpec
+from modelparity.spec import BackendSpec
 
 #: What a measured fingerprint verdict says about a rule's precision.
 AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED = (
@@ -166,9 +166,9 @@ def match(config: Configuration, rules: tuple[Rule, ...] | None = None) -> list[
 
 
 def fixed_spec(spec: BackendSpec, findings: list[Finding]) -> BackendSpec | None:
-    """`spec` with every finding's fix applied (options, env.* options, target); None when the
-    fixes change nothing."""
-    target, options = spec.target, dict(spec.options)
+    """`spec` with every finding's fix applied (options, environment variables, target); None
+    when the fixes change nothing."""
+    target, options, env = spec.target, dict(spec.options), dict(spec.env)
     for finding in findings:
         fix = finding.rule.fix
         if fix.target:
@@ -177,9 +177,8 @@ def fixed_spec(spec: BackendSpec, findings: list[Finding]) -> BackendSpec | None
             for existing in [k for k in options if k.lower() == key.lower()]:
                 del options[existing]
             options[key] = value
-        for name, value in fix.env.items():
-            options[ENV_PREFIX + name] = value
-    fixed = BackendSpec(spec.runtime, target, options)
+        env.update(fix.env)
+    fixed = BackendSpec(spec.runtime, target, options, env)
     return None if fixed.text == spec.text else fixed
 
 
