@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -45,7 +44,7 @@ from modelparity.precision import PROFILE_BACKENDS, PROFILE_SAMPLES, precision_f
 from modelparity.repro import write_repros
 from modelparity.result import FAILED, SKIPPED, AuditResult, BackendResult
 from modelparity.runner import BackendFailed, BackendWorker
-from modelparity.spec import BackendSpec, parse_spec
+from modelparity.spec import BackendSpec, parse_spec, slug
 from modelparity.spool import OutputSpool
 
 DEFAULT_REFERENCE = "ort:cpu"
@@ -67,10 +66,6 @@ class _NoProgress:
 
 def _as_spec(value: str | BackendSpec) -> BackendSpec:
     return value if isinstance(value, BackendSpec) else parse_spec(value)
-
-
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")
 
 
 def _as_task(task: str | TaskConfig, signature_outputs: list[str]) -> TaskConfig:
@@ -296,15 +291,13 @@ def _attach_findings(results: list[BackendResult], fixed_of: dict[str, str]) -> 
     fingerprint says about each finding (the measurement wins)."""
     for result in results:
         result.findings = lint(result.spec, result.description)
-        predicted = bool(result.description.get("predicted"))
         for finding in result.findings:
-            compare_with_measurement(finding, result.measured_precision, predicted)
-        result.fix_of = fixed_of.get(result.spec)
-    for result in results:
-        if result.fix_of is not None:
-            for original in results:
-                if original.spec == result.fix_of:
-                    original.fixed_by = result.spec
+            compare_with_measurement(finding, result.measured_precision, result.predicted)
+    by_spec = {result.spec: result for result in results}
+    for fixed, original in fixed_of.items():
+        if fixed in by_spec and original in by_spec:
+            by_spec[fixed].fix_of = original
+            by_spec[original].fixed_by = fixed
 
 
 def _labels(labels: str | np.ndarray | None) -> tuple[np.ndarray | None, str | None]:
@@ -345,12 +338,12 @@ class _Run:
         os.makedirs(os.path.join(workdir, "backends"), exist_ok=True)
 
     def _worker(self, spec: BackendSpec, source: InputSource | None = None) -> BackendWorker:
-        log = os.path.join(self.workdir, "logs", _slug(spec.text) + ".log")
+        log = os.path.join(self.workdir, "logs", slug(spec.text) + ".log")
         return BackendWorker(spec, self.model, source or self.source, self.batch_size,
                              timeout=self.timeout, warmup=self.warmup, log_path=log)
 
     def _saved_path(self, spec: BackendSpec) -> str:
-        return os.path.join(self.workdir, "backends", _slug(spec.text) + ".json")
+        return os.path.join(self.workdir, "backends", slug(spec.text) + ".json")
 
     def _metrics(self, result: BackendResult) -> None:
         if self.labels is not None and result.decided is not None:
@@ -523,7 +516,7 @@ def _restore(data: dict[str, Any], role: str, folder: str) -> BackendResult:
     from modelparity.numerics import ErrorStats
     from modelparity.runner import Latency
 
-    path = os.path.join(folder, _slug(data["spec"]) + ".npz")
+    path = os.path.join(folder, slug(data["spec"]) + ".npz")
     with np.load(path, allow_pickle=False) as arrays:
         classes = int(arrays["num_classes"])
         decided = Decided(arrays["decision"], arrays["score"], arrays["margin"],

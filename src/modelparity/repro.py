@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import pprint
-import re
 from typing import Any
 
 import numpy as np
@@ -21,14 +20,10 @@ from modelparity.inputs import InputSource, conform_batch
 from modelparity.knowledge.rules import PRECISION_WORDS
 from modelparity.model import PreparedModel
 from modelparity.result import AuditResult, BackendResult
-from modelparity.spec import BackendSpec, parse_spec
+from modelparity.spec import BackendSpec, parse_spec, slug
 
 REPRO_SAMPLES = 8
 FAMILIES = ("ort", "openvino", "torch")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80]
 
 
 def _indices(backend: BackendResult, total: int) -> list[int]:
@@ -83,7 +78,7 @@ def write_repros(result: AuditResult, model: PreparedModel, source: InputSource,
         if spec.runtime == "torch" and (model.torch_source is None
                                         or model.torch_source.kind != "factory"):
             continue
-        folder = os.path.join(out, "repro", _slug(backend.spec))
+        folder = os.path.join(out, "repro", slug(backend.spec)[:80])
         os.makedirs(folder, exist_ok=True)
         indices = _indices(backend, result.inputs["samples"])
         np.savez(os.path.join(folder, "inputs.npz"),

@@ -9,6 +9,7 @@ them in its environment before it imports the runtime, which never sees them as 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -81,3 +82,8 @@ def parse_spec(text: str) -> BackendSpec:
                                 + ("given twice" if name else "names no variable"))
             into[name] = value
     return BackendSpec(runtime, target, options, env)
+
+
+def slug(text: str) -> str:
+    """A spec as a file name: worker logs, saved results and repro folders are named by it."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")

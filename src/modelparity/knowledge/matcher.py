@@ -91,6 +91,13 @@ def _matches(value: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(value.lower(), p.lower()) for p in patterns)
 
 
+def _in_not_in(value: str, condition: dict[str, Any]) -> bool:
+    """The value matches the condition's `in` patterns (if any) and none of its `not_in`."""
+    if "in" in condition and not _matches(value, condition["in"]):
+        return False
+    return not ("not_in" in condition and _matches(value, condition["not_in"]))
+
+
 def _version_tuple(text: str) -> str | None:
     found = re.match(r"\d+(\.\d+)*", text.strip())
     return found.group(0) if found else None
@@ -103,15 +110,9 @@ def evaluate(condition: dict[str, Any], config: Configuration) -> bool | None:
         if "given" in condition and config.given(name) != condition["given"]:
             return False
         value = config.option(name)
-        value = condition.get("default", "") if value is None else value
-        if "in" in condition and not _matches(value, condition["in"]):
-            return False
-        return not ("not_in" in condition and _matches(value, condition["not_in"]))
+        return _in_not_in(condition.get("default", "") if value is None else value, condition)
     if "env" in condition:
-        value = config.env.get(condition["env"], "")
-        if "in" in condition and not _matches(value, condition["in"]):
-            return False
-        return not ("not_in" in condition and _matches(value, condition["not_in"]))
+        return _in_not_in(config.env.get(condition["env"], ""), condition)
     if "cpu_flags_any" in condition:
         if config.cpu_flags is None:
             return None

@@ -1,17 +1,14 @@
-"""Findings of the knowledge base, and the fixes run side by side, for the terminal."""
+"""Findings of the knowledge base, for the terminal (`lint`, and every `run`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from modelparity.knowledge import Finding
 from modelparity.knowledge.matcher import AGREES, CONTRADICTS, DIFFERS
-from modelparity.report import FIX_COLUMNS, fix_rows
-from modelparity.result import AuditResult
 
 VERDICT_STYLE = {AGREES: "bold red", CONTRADICTS: "bold yellow", DIFFERS: "bold yellow"}
 
@@ -48,24 +45,3 @@ def render_findings(findings: Sequence[Finding], console: Console, *,
                     verbose: bool = False) -> None:
     for finding in findings:
         render_finding(finding, console, verbose=verbose)
-
-
-def fixes_table(result: AuditResult) -> Table | None:
-    """Flips, errors, measured precision and latency before and after each fix."""
-    if not result.fixes:
-        return None
-    table = Table(title="each fix, run beside the original on the same inputs",
-                  title_justify="left")
-    for column in FIX_COLUMNS:
-        left = column in ("run", "backend", "rules", "status", "precision measured")
-        table.add_column(column, no_wrap=column == "backend",
-                         justify="left" if left else "right")
-    for row in fix_rows(result, _number):
-        fixed = row[0] == "fixed"
-        flips = Text(row[4], style="bold green" if fixed and row[4] == "0" else "")
-        table.add_row(*row[:4], flips, *row[5:], end_section=fixed)
-    return table
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2e}"

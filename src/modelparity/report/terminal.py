@@ -10,12 +10,14 @@ from rich.table import Table
 from rich.text import Text
 
 from modelparity.report import (
+    FIX_COLUMNS,
     YARDSTICK_COLUMNS,
+    fix_rows,
     predicted_note,
     profile_samples,
     yardstick_rows,
 )
-from modelparity.report.findings import fixes_table, render_findings
+from modelparity.report.findings import render_findings
 from modelparity.result import AuditResult, BackendResult
 
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
@@ -140,6 +142,23 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
                     text += f" ({delta:+d})"
             cells.append(text)
         table.add_row(name, *cells)
+    return table
+
+
+def fixes_table(result: AuditResult) -> Table | None:
+    """Flips, errors, measured precision and latency before and after each fix."""
+    if not result.fixes:
+        return None
+    table = Table(title="each fix, run beside the original on the same inputs",
+                  title_justify="left")
+    for column in FIX_COLUMNS:
+        left = column in ("run", "backend", "rules", "status", "precision measured")
+        table.add_column(column, no_wrap=column == "backend",
+                         justify="left" if left else "right")
+    for row in fix_rows(result, _number):
+        fixed = row[0] == "fixed"
+        flips = Text(row[4], style="bold green" if fixed and row[4] == "0" else "")
+        table.add_row(*row[:4], flips, *row[5:], end_section=fixed)
     return table
 
 
