@@ -6,7 +6,9 @@ a flip close to the boundary is precision noise, a flip far from it is a real de
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +16,12 @@ from modelparity.decisions.tasks import Decided, DecisionHead
 from modelparity.serialize import jsonable
 
 
-@dataclass
+def _float(value: Any) -> float:
+    """A JSON number back to a float: None (NaN or Inf before `jsonable`) -> NaN."""
+    return math.nan if value is None else float(value)
+
+
+@dataclass(frozen=True)
 class Flips:
     """The flipped samples of one candidate against the reference, in sample order."""
 
@@ -51,6 +58,34 @@ class Flips:
 
     def to_dict(self, limit: int | None = None) -> dict:
         return {"count": self.count, "total": self.total, "records": self.records(limit)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Flips:
+        """Inverse of `to_dict` and of the report's form (`BackendResult.to_dict`: count, total,
+        fraction, "listed"), from the JSON form.
+
+        Only the listed records come back as arrays (in sample-index order); `count` and `total`
+        are the saved ones, so `count` may exceed the records (report.json lists at most
+        `FLIPS_LISTED`). Scores and margins saved as None (NaN or Inf) come back as NaN, so
+        `records(limit)` gives the saved records again for the same limit.
+        """
+        listed = data.get("listed")
+        if listed is None:
+            listed = data.get("records") or []
+        rows = sorted(listed, key=lambda r: int(r["index"]))
+        count = int(data["count"])
+        if count < len(rows):
+            raise ValueError(f"flips: count {count} is below the {len(rows)} records listed")
+        return cls(
+            count=count,
+            total=int(data["total"]),
+            index=np.array([int(r["index"]) for r in rows], dtype=np.int64),
+            reference_score=np.array([_float(r["reference_score"]) for r in rows]),
+            candidate_score=np.array([_float(r["candidate_score"]) for r in rows]),
+            reference_margin=np.array([_float(r["reference_margin"]) for r in rows]),
+            reference_decision=[r["reference_decision"] for r in rows],
+            candidate_decision=[r["candidate_decision"] for r in rows],
+        )
 
 
 def find_flips(head: DecisionHead, reference: Decided, candidate: Decided) -> Flips:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def _skm():
     return metrics
 
 
-@dataclass
+@dataclass(frozen=True)
 class Metrics:
     """Metric values, and for classification the confusion matrix with its class labels."""
 
@@ -37,6 +38,23 @@ class Metrics:
             "confusion": None if self.confusion is None else self.confusion.tolist(),
             "classes": [c.item() if isinstance(c, np.generic) else c for c in self.classes],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Metrics:
+        """Inverse of `to_dict`, from the JSON form: a value saved as None (NaN or Inf) comes
+        back as NaN, the confusion matrix as an int64 array (an empty one as (0, 0))."""
+        confusion = data.get("confusion")
+        matrix = None
+        if confusion is not None:
+            matrix = np.asarray(confusion, dtype=np.int64)
+            if matrix.size == 0 and matrix.ndim == 1:
+                matrix = matrix.reshape(0, 0)
+        return cls(
+            values={k: math.nan if v is None else float(v)
+                    for k, v in (data.get("values") or {}).items()},
+            confusion=matrix,
+            classes=list(data.get("classes") or []),
+        )
 
 
 def _integer_labels(labels: np.ndarray, kind: str) -> np.ndarray:

@@ -8,13 +8,14 @@ says what it depends on.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelparity.knowledge.configuration import Configuration
-from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS, Rule, load_rules
+from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS, Fix, Rule, load_rules
 from modelparity.spec import BackendSpec
 
 #: What a measured fingerprint verdict says about a rule's precision.
@@ -22,7 +23,12 @@ AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED = (
     "confirmed", "contradicted", "different", "predicted", "not measured")
 
 
-@dataclass
+#: The rule's fields that `Finding.to_dict` writes under the same name.
+_RULE_FIELDS = ("family", "title", "precision", "kind", "default", "effect", "bites", "versions",
+                "source", "status")
+
+
+@dataclass(frozen=True)
 class Finding:
     """A rule that applies to one backend's configuration."""
 
@@ -85,6 +91,40 @@ class Finding:
             "agreement": self.agreement,
             "verdict": self.verdict(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], backend: str = "") -> Finding:
+        """Inverse of `to_dict`, from the JSON form. `to_dict` does not write the backend, so
+        the caller passes it (the spec of the result the finding belongs to).
+
+        The rule is the bundled one with that id; where the saved fields differ from it (a
+        report from another version) the saved ones win. An id that is not bundled gets a rule
+        rebuilt from the saved fields, with what `to_dict` does not write (runtime, package,
+        targets, conditions, example, the fix's options/env/target) empty; the runtime is
+        taken from `backend` when given. "verdict" is derived, so it is not read.
+        """
+        fix = data.get("fix") or {}
+        saved = {name: data.get(name, "") or "" for name in _RULE_FIELDS}
+        code, note = fix.get("code", "") or "", fix.get("note")
+        rule = next((r for r in load_rules() if r.id == data["rule"]), None)
+        if rule is None:
+            rule = Rule(id=str(data["rule"]), runtime=backend.split(":", 1)[0], package="",
+                        targets=(), when=(), example="", fix=Fix(code=code, note=note),
+                        **saved)
+        else:
+            changed = {k: v for k, v in saved.items() if getattr(rule, k) != v}
+            if (code, note) != (rule.fix.code, rule.fix.note):
+                changed["fix"] = dataclasses.replace(rule.fix, code=code, note=note)
+            if changed:
+                rule = dataclasses.replace(rule, **changed)
+        return cls(
+            rule=rule,
+            backend=backend,
+            unchecked=list(data.get("unchecked") or []),
+            fixed_spec=fix.get("spec"),
+            measured=data.get("measured"),
+            agreement=data.get("agreement") or UNMEASURED,
+        )
 
 
 def _matches(value: str, patterns: list[str]) -> bool:
@@ -151,7 +191,7 @@ def describe_condition(condition: dict[str, Any]) -> str:
 
 def match(config: Configuration, rules: tuple[Rule, ...] | None = None) -> list[Finding]:
     """The findings for one configuration, with the spec that fixes them."""
-    findings = []
+    matched: list[tuple[Rule, list[str]]] = []
     for rule in load_rules() if rules is None else rules:
         if rule.runtime != config.runtime or not _matches(config.target, list(rule.targets)):
             continue
@@ -159,19 +199,23 @@ def match(config: Configuration, rules: tuple[Rule, ...] | None = None) -> list[
         if any(outcome is False for _, outcome in outcomes):
             continue
         unchecked = [describe_condition(c) for c, outcome in outcomes if outcome is None]
-        findings.append(Finding(rule, config.spec.text, unchecked))
-    fixed = fixed_spec(config.spec, findings)
-    for finding in findings:
-        finding.fixed_spec = fixed.text if fixed is not None else None
-    return findings
+        matched.append((rule, unchecked))
+    fixed = _apply_fixes(config.spec, [rule for rule, _ in matched])
+    text = fixed.text if fixed is not None else None
+    return [Finding(rule, config.spec.text, unchecked, fixed_spec=text)
+            for rule, unchecked in matched]
 
 
 def fixed_spec(spec: BackendSpec, findings: list[Finding]) -> BackendSpec | None:
     """`spec` with every finding's fix applied (options, environment variables, target); None
     when the fixes change nothing."""
+    return _apply_fixes(spec, [finding.rule for finding in findings])
+
+
+def _apply_fixes(spec: BackendSpec, rules: list[Rule]) -> BackendSpec | None:
     target, options, env = spec.target, dict(spec.options), dict(spec.env)
-    for finding in findings:
-        fix = finding.rule.fix
+    for rule in rules:
+        fix = rule.fix
         if fix.target:
             target = fix.target
         for key, value in fix.options.items():
@@ -183,18 +227,18 @@ def fixed_spec(spec: BackendSpec, findings: list[Finding]) -> BackendSpec | None
     return None if fixed.text == spec.text else fixed
 
 
-def compare_with_measurement(finding: Finding, verdict: str | None, predicted: bool) -> None:
-    """Set what the fingerprint's verdict says about the rule: the measurement wins."""
+def compare_with_measurement(finding: Finding, verdict: str | None, predicted: bool) -> Finding:
+    """The finding with what the fingerprint's verdict says about the rule (the measurement
+    wins); a new Finding, `finding` is left as it was. Unchanged without a verdict."""
     if predicted:
-        finding.agreement = PREDICTED
-        return
+        return dataclasses.replace(finding, agreement=PREDICTED)
     if verdict is None:
-        return
-    finding.measured = verdict
+        return finding
     expected = finding.rule.precision
     if verdict == expected or (expected == "reduced" and verdict != "fp32"):
-        finding.agreement = AGREES
+        agreement = AGREES
     elif verdict == "fp32":
-        finding.agreement = CONTRADICTS
+        agreement = CONTRADICTS
     else:
-        finding.agreement = DIFFERS
+        agreement = DIFFERS
+    return dataclasses.replace(finding, measured=verdict, agreement=agreement)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,12 @@ def _name(label: str) -> str:
     return _NAMES.get(label, f"{label} emulation")
 
 
-@dataclass
+def _float(value: Any) -> float:
+    """A JSON number back to a float: None (NaN or Inf before `jsonable`) -> NaN."""
+    return math.nan if value is None else float(value)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A normalised distribution of log2 relative error on a fixed 1/8-octave grid.
 
@@ -113,6 +119,20 @@ class Profile:
             "count": int(self.count),
             "probabilities": [float(p) for p in probs],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """Inverse of `to_dict`. The trailing empty bins `to_dict` trimmed stay trimmed: the
+        grid ends at the last nonzero bin, which changes no quantile, distance or `empty`."""
+        return cls(
+            label=str(data["label"]),
+            floor=float(data["floor"]),
+            start=float(data["start"]),
+            bin_width=float(data["bin_width"]),
+            probabilities=np.array([_float(p) for p in data["probabilities"]],
+                                   dtype=np.float64),
+            count=int(data["count"]),
+        )
 
 
 def profile_from_histogram(
@@ -199,7 +219,7 @@ def profile_distance(a: Profile, b: Profile) -> float:
     return float(np.abs(np.cumsum(pa) - np.cumsum(pb)).sum() * width)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fingerprint:
     """The inferred effective precision of one backend, with its evidence."""
 
@@ -217,6 +237,19 @@ class Fingerprint:
             "evidence": self.evidence,
             "roundtrip": self.roundtrip.to_dict() if self.roundtrip is not None else None,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        """Inverse of `to_dict`, from the JSON form (a confidence or distance saved as None by
+        `jsonable` is NaN again); the round-trip evidence is rebuilt when it was saved."""
+        roundtrip = data.get("roundtrip")
+        return cls(
+            verdict=str(data["verdict"]),
+            confidence=_float(data["confidence"]),
+            distances={k: _float(v) for k, v in (data.get("distances") or {}).items()},
+            evidence=str(data.get("evidence", "")),
+            roundtrip=RoundTripEvidence.from_dict(roundtrip) if roundtrip is not None else None,
+        )
 
 
 def _separation(d1: float, d2: float | None) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def _histogram_upper_quantile(histogram: Log2Histogram, quantile: float) -> floa
     return float(2.0 ** (histogram.start + (i + 1) * histogram.bin_width))
 
 
-@dataclass
+@dataclass(frozen=True)
 class AtRisk:
     """How many samples a precision puts at risk, and (after a run) how many flips that caught."""
 
@@ -139,7 +140,8 @@ class AtRisk:
         return self.flips_covered / self.flips_total if self.flips_total else math.nan
 
     def to_dict(self) -> dict:
-        """JSON-ready; only the first MAX_LISTED_INDICES indices are listed."""
+        """JSON-ready; only the first MAX_LISTED_INDICES indices are listed. `indices_truncated`
+        also holds for one loaded by `from_dict` that has fewer indices than its count."""
         def number(v: float | None) -> float | None:
             return None if v is None or not math.isfinite(v) else float(v)
 
@@ -151,10 +153,32 @@ class AtRisk:
             "fraction": number(self.fraction),
             "scale": number(self.scale),
             "indices": [int(i) for i in self.indices[:MAX_LISTED_INDICES]],
-            "indices_truncated": bool(self.indices.size > MAX_LISTED_INDICES),
+            "indices_truncated": bool(self.indices.size > MAX_LISTED_INDICES
+                                      or self.indices.size < self.count),
             "flips_covered": self.flips_covered,
             "flips_total": self.flips_total,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AtRisk:
+        """Inverse of `to_dict`, as far as it goes: `indices` holds only the listed ones (at most
+        `MAX_LISTED_INDICES`; `count` stays the full count), and a scale saved as None (none, or
+        non-finite) comes back as None. `fraction` is derived from count/total."""
+        def optional_int(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None else int(value)
+
+        scale = data.get("scale")
+        return cls(
+            precision=str(data["precision"]),
+            method=str(data["method"]),
+            count=int(data["count"]),
+            total=int(data["total"]),
+            indices=np.array([int(i) for i in data.get("indices") or []], dtype=np.int64),
+            flips_covered=optional_int("flips_covered"),
+            flips_total=optional_int("flips_total"),
+            scale=None if scale is None else float(scale),
+        )
 
 
 def at_risk_summary(

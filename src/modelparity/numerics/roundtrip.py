@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def survives(values: np.ndarray, fmt: str) -> np.ndarray:
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class FormatSurvival:
     """How many tested output values survived a round trip through one format."""
 
@@ -134,8 +135,19 @@ class FormatSurvival:
             "fraction": float(self.fraction) if self.tested else None,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FormatSurvival:
+        """Inverse of `to_dict`: a fraction saved as None (nothing tested) is NaN again."""
+        fraction = data.get("fraction")
+        return cls(
+            format=str(data["format"]),
+            tested=int(data["tested"]),
+            survived=int(data["survived"]),
+            fraction=math.nan if fraction is None else float(fraction),
+        )
 
-@dataclass
+
+@dataclass(frozen=True)
 class RoundTrip:
     """Survival counts of one backend's outputs (one output tensor, or several merged).
 
@@ -160,6 +172,16 @@ class RoundTrip:
             "tf32_survived": int(self.tf32_survived),
             "tf32_not_fp16": int(self.tf32_not_fp16),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundTrip:
+        """Inverse of `to_dict`, which loses nothing (a NaN fraction comes back as `math.nan`)."""
+        return cls(
+            formats={k: FormatSurvival.from_dict(s) for k, s in data["formats"].items()},
+            excluded=int(data.get("excluded", 0)),
+            tf32_survived=int(data.get("tf32_survived", 0)),
+            tf32_not_fp16=int(data.get("tf32_not_fp16", 0)),
+        )
 
     def to_counts(self) -> dict:
         """The raw counts only (plain ints), enough to rebuild it: for saved results."""
@@ -275,7 +297,7 @@ def _pct(x: float) -> str:
     return f"{pct:.2g}%"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RoundTripEvidence:
     """Which formats' survival is beyond chance, and the precision that explains the outputs.
 
@@ -305,6 +327,23 @@ class RoundTripEvidence:
             },
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundTripEvidence:
+        """Inverse of `to_dict`: row values saved as None (`to_dict` writes non-finite floats,
+        e.g. a NaN baseline_fraction, so) come back as NaN; +-Inf would too (none occur)."""
+        per_format = {
+            fmt: {k: math.nan if v is None else v for k, v in row.items()}
+            for fmt, row in (data.get("per_format") or {}).items()
+        }
+        alpha = data.get("alpha")
+        return cls(
+            per_format=per_format,
+            verdict=data.get("verdict"),
+            text=str(data.get("text", "")),
+            alpha=1e-6 if alpha is None else float(alpha),
+            notes=list(data.get("notes") or []),
+        )
 
 
 def compare_roundtrip(
