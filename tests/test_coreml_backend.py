@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the coreml backend converts PyTorch models")
 ct = pytest.importorskip("coremltools", reason="pip install 'modelparity[coreml]'")
 
-from modelparity.backends import create_backend  # noqa: E402
+from modelparity.backends import create_backend, parse_spec  # noqa: E402
 from modelparity.backends.coreml import (  # noqa: E402
     CoreMLBackend,
     convert_module,
@@ -25,7 +25,7 @@ from modelparity.backends.coreml import (  # noqa: E402
 from modelparity.errors import BackendUnavailable, ModelError, SpecError  # noqa: E402
 from modelparity.model import prepare_model  # noqa: E402
 from modelparity.signature import TensorInfo  # noqa: E402
-from modelparity.spec import parse_spec  # noqa: E402
+from modelparity.spec import read_spec  # noqa: E402
 
 DEMO = "modelparity.demo.models:breast_cancer_classifier"
 on_mac = sys.platform == "darwin"
@@ -120,9 +120,9 @@ def test_spec_defaults_and_choices():
     ],
 )
 def test_bad_spec_is_one_line_spec_error(text, expected):
-    spec = parse_spec(text)
+    spec = read_spec(text)  # the syntax only: parse_spec refuses these before create() does
     with pytest.raises(SpecError) as exc_info:
-        create(spec)
+        create(parse_spec(text))
     message = _one_line(exc_info)
     assert message.startswith(spec.text + ":")
     assert expected in message

@@ -13,14 +13,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from modelparity.backends import create_backend
+from modelparity.backends import create_backend, parse_spec
 from modelparity.backends import emulate as emulate_backend
 from modelparity.backends.emulate import create
 from modelparity.emulation import emulate, layer_plan
 from modelparity.emulation.rewrite import layer_prologue
 from modelparity.errors import SpecError
 from modelparity.model import prepare_model
-from modelparity.spec import parse_spec
 
 FLOAT = TensorProto.FLOAT
 

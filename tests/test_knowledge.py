@@ -10,12 +10,13 @@ from importlib import resources
 import jsonschema
 import pytest
 
+from modelparity.backends import parse_spec
 from modelparity.errors import ModelParityError
 from modelparity.knowledge import Finding, compare_with_measurement, fixed_spec, lint, match
 from modelparity.knowledge.configuration import Configuration, resolve
-from modelparity.knowledge.matcher import AGREES, CONTRADICTS, DIFFERS, PREDICTED
+from modelparity.knowledge.matcher import AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED
 from modelparity.knowledge.rules import Rule, load_rules, parse_rule_file, rule_files
-from modelparity.spec import BackendSpec, parse_spec
+from modelparity.spec import BackendSpec
 
 try:
     import tomllib
@@ -172,11 +173,11 @@ def test_the_measurement_wins_over_the_rule() -> None:
     cases = {("bf16", False): AGREES, ("fp32", False): CONTRADICTS, ("fp16", False): DIFFERS,
              ("bf16", True): PREDICTED}
     for (verdict, predicted), expected in cases.items():
-        finding = Finding(rule, "openvino:cpu")
-        compare_with_measurement(finding, verdict, predicted)
+        unmeasured = Finding(rule, "openvino:cpu")
+        finding = compare_with_measurement(unmeasured, verdict, predicted)
         assert finding.agreement == expected
-    finding = Finding(rule, "openvino:cpu")
-    compare_with_measurement(finding, "fp32", False)
+        assert unmeasured.agreement == UNMEASURED and unmeasured.measured is None
+    finding = compare_with_measurement(Finding(rule, "openvino:cpu"), "fp32", False)
     assert "measurement wins" in (finding.verdict() or "")
     assert finding.to_dict()["measured"] == "fp32"
 

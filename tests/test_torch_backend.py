@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
+from modelparity.backends import parse_spec  # noqa: E402
 from modelparity.backends.torch import TorchBackend, create  # noqa: E402
 from modelparity.errors import BackendUnavailable, ModelError, SpecError  # noqa: E402
 from modelparity.model import prepare_model  # noqa: E402
-from modelparity.spec import parse_spec  # noqa: E402
 
 FACTORY = textwrap.dedent(
     """

@@ -16,7 +16,7 @@ _EXPORTS = {
     "AuditResult": "modelparity.result",
     "BackendResult": "modelparity.result",
     "BackendSpec": "modelparity.spec",
-    "parse_spec": "modelparity.spec",
+    "parse_spec": "modelparity.backends",
     "TaskConfig": "modelparity.decisions",
     "ModelParityError": "modelparity.errors",
 }

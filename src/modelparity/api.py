@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from modelparity import __version__
+from modelparity.backends.registry import parse_spec
 from modelparity.decisions import (
     Decided,
     DecisionAccumulator,
@@ -44,7 +45,7 @@ from modelparity.precision import PROFILE_BACKENDS, PROFILE_SAMPLES, precision_f
 from modelparity.repro import write_repros
 from modelparity.result import FAILED, SKIPPED, AuditResult, BackendResult
 from modelparity.runner import BackendFailed, BackendWorker
-from modelparity.spec import BackendSpec, parse_spec, slug
+from modelparity.spec import BackendSpec, slug
 from modelparity.spool import OutputSpool
 
 DEFAULT_REFERENCE = "ort:cpu"
@@ -65,7 +66,7 @@ class _NoProgress:
 
 
 def _as_spec(value: str | BackendSpec) -> BackendSpec:
-    return value if isinstance(value, BackendSpec) else parse_spec(value)
+    return parse_spec(value)
 
 
 def _as_task(task: str | TaskConfig, signature_outputs: list[str]) -> TaskConfig:
@@ -162,7 +163,7 @@ def audit(
     cand_specs: list[BackendSpec] = []
     for value in backends:
         spec = _as_spec(value)
-        if spec.text != ref_spec.text and spec.text not in {s.text for s in cand_specs}:
+        if spec.key != ref_spec.key and spec.key not in {s.key for s in cand_specs}:
             cand_specs.append(spec)
     if not cand_specs:
         raise SpecError("--backend: name at least one backend besides the reference "
@@ -290,9 +291,8 @@ def _attach_findings(results: list[BackendResult], fixed_of: dict[str, str]) -> 
     """Match the knowledge base against what each backend reported, and set what the
     fingerprint says about each finding (the measurement wins)."""
     for result in results:
-        result.findings = lint(result.spec, result.description)
-        for finding in result.findings:
-            compare_with_measurement(finding, result.measured_precision, result.predicted)
+        result.findings = [compare_with_measurement(f, result.measured_precision, result.predicted)
+                           for f in lint(result.spec, result.description)]
     by_spec = {result.spec: result for result in results}
     for fixed, original in fixed_of.items():
         if fixed in by_spec and original in by_spec:

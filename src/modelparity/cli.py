@@ -32,6 +32,13 @@ EXIT_OK, EXIT_ERROR = 0, 2
 EXIT_POLICY = 1  # a --fail-on policy failed
 
 
+def backend_syntax() -> str:
+    """Each runtime's spec syntax, from its declaration (third-party runtimes included)."""
+    from modelparity.backends import runtimes
+
+    return "; ".join(runtime.usage for runtime in runtimes().values())
+
+
 class BarProgress:
     """Draws one progress bar per backend while the audit runs."""
 
@@ -86,8 +93,7 @@ def run(
     backend: Annotated[list[str], typer.Option(
         "--backend", "-b",
         help="A backend to compare against the reference; repeat for several. Spec syntax: "
-             "ort:<provider>?opt=val, openvino:<device>?PROPERTY=val, torch:<device>, "
-             "py:module:factory.")],
+             + backend_syntax() + ".")],
     reference: Annotated[str, typer.Option(help="The backend every other is compared to.")]
         = "ort:cpu",
     data: Annotated[str | None, typer.Option(
@@ -258,15 +264,12 @@ def lint(
     conditional. 'run' does the same check, and measures. Exit code 0
     when no rule applies, 1 when one does, 2 on a bad spec.
     """
-    from modelparity.backends import check_spec
+    from modelparity.backends import parse_spec
     from modelparity.knowledge import lint as lint_spec
     from modelparity.report.findings import render_findings
-    from modelparity.spec import parse_spec
 
     try:
         specs = [parse_spec(text) for text in backend]
-        for spec in specs:
-            check_spec(spec)
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     found = 0
@@ -305,14 +308,15 @@ def demo(
 @app.command()
 def version() -> None:
     """Print the versions of modelparity and of the runtimes installed here."""
-    from importlib import metadata
+    from modelparity.backends import runtimes
+    from modelparity.knowledge.configuration import runtime_version
 
     console.print(f"modelparity {__version__}")
-    for package in ("onnxruntime", "openvino", "torch", "onnx", "numpy"):
-        try:
-            console.print(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            console.print(f"{package} not installed")
+    packages = [r.distribution for r in runtimes().values() if r.distribution]
+    for package in dict.fromkeys([*packages, "onnx", "numpy"]):
+        found = runtime_version(package)
+        console.print(f"{package} {found}" if found else f"{package} not installed",
+                      highlight=False)
 
 
 @app.command(context_settings={"ignore_unknown_options": True})

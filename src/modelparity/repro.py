@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.backends.registry import get_runtime, parse_spec
 from modelparity.inputs import InputSource, conform_batch
 from modelparity.knowledge.rules import PRECISION_WORDS
 from modelparity.model import PreparedModel
 from modelparity.result import AuditResult, BackendResult
-from modelparity.spec import BackendSpec, parse_spec, slug
+from modelparity.spec import BackendSpec, slug
 
 REPRO_SAMPLES = 8
-FAMILIES = ("ort", "openvino", "torch")
 
 
 def _indices(backend: BackendResult, total: int) -> list[int]:
@@ -52,18 +52,11 @@ def gather_inputs(source: InputSource, model: PreparedModel, indices: list[int],
 
 
 def _side(spec: BackendSpec) -> dict[str, Any]:
-    """How the script builds one side: runtime-specific settings and the environment."""
-    side: dict[str, Any] = {"spec": spec.text, "env": spec.env}
-    if spec.runtime == "ort":
-        from modelparity.backends.onnxruntime import provider_name, split_options
-
-        session, provider = split_options(spec)
-        side.update(provider=provider_name(spec), provider_options=provider, session=session)
-    elif spec.runtime == "openvino":
-        side.update(device=spec.target.upper(), properties=spec.options)
-    elif spec.runtime == "torch":
-        side.update(device=spec.target, options=spec.options)
-    return side
+    """How the script builds one side: the runtime's own settings (from its declaration) and
+    the environment."""
+    repro = get_runtime(spec.runtime).repro
+    assert repro is not None
+    return {"spec": spec.text, "env": spec.env, **repro.side(spec)}
 
 
 def write_repros(result: AuditResult, model: PreparedModel, source: InputSource,
@@ -73,10 +66,11 @@ def write_repros(result: AuditResult, model: PreparedModel, source: InputSource,
     for backend in result.candidates:
         fixed = next((f.fixed_spec for f in backend.findings if f.fixed_spec), None)
         spec = parse_spec(backend.spec)
-        if fixed is None or spec.runtime not in FAMILIES:
+        repro = get_runtime(spec.runtime).repro
+        if fixed is None or repro is None:
             continue
-        if spec.runtime == "torch" and (model.torch_source is None
-                                        or model.torch_source.kind != "factory"):
+        if repro.needs_factory and (model.torch_source is None
+                                    or model.torch_source.kind != "factory"):
             continue
         folder = os.path.join(out, "repro", slug(backend.spec)[:80])
         os.makedirs(folder, exist_ok=True)
@@ -107,6 +101,7 @@ def _audit_scores(result: AuditResult, backend: BackendResult, indices: list[int
 def script(result: AuditResult, backend: BackendResult, model: PreparedModel,
            fixed: BackendSpec, indices: list[int]) -> str:
     spec = parse_spec(backend.spec)
+    runtime = get_runtime(spec.runtime)
     rules = "\n".join(
         f"  {f.rule.id} ({PRECISION_WORDS[f.rule.precision]}): {f.rule.title}\n"
         f"    source: {f.rule.source}" for f in backend.findings)
@@ -137,17 +132,16 @@ def script(result: AuditResult, backend: BackendResult, model: PreparedModel,
         f"This script runs the model as configured and as fixed on the {len(indices)} samples "
         "in inputs.npz\n(the flipped ones, closest to the threshold first, or the first samples "
         "when none flipped)\nand prints both outputs side by side. It needs only numpy and "
-        f"{_PACKAGES[spec.runtime]}.\nRun: python repro.py\n"
+        f"{runtime.package}.\nRun: python repro.py\n"
         '"""\n')
     lines = [header, _PRELUDE]
     for name, value in constants.items():
         lines.append(f"{name} = {pprint.pformat(value, width=96, sort_dicts=False)}")
-    lines.append(_RUNNERS[spec.runtime])
+    assert runtime.repro is not None
+    lines.append(runtime.repro.code)
     lines.append(_MAIN)
     return "\n".join(lines)
 
-
-_PACKAGES = {"ort": "onnxruntime", "openvino": "openvino", "torch": "torch"}
 
 _PRELUDE = '''import json
 import os
@@ -160,94 +154,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 '''
-
-_RUNNERS = {
-    "ort": '''
-
-def run(side):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    levels = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-    for key, value in side["session"].items():
-        if key == "graph_optimization_level":
-            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[value])
-        elif key in ("intra_op_num_threads", "inter_op_num_threads"):
-            setattr(so, key, int(value))
-        elif "." in key:
-            so.add_session_config_entry(key, value)
-    providers = [(side["provider"], side["provider_options"])]
-    if side["provider"] != "CPUExecutionProvider":
-        providers.append("CPUExecutionProvider")
-    session = ort.InferenceSession(MODEL, sess_options=so, providers=providers)
-    print(f"  {side['spec']}: onnxruntime {ort.__version__}, providers {session.get_providers()}")
-    feed = load_inputs()
-    outputs = session.run(None, feed)
-    return dict(zip([o.name for o in session.get_outputs()], outputs))
-''',
-    "openvino": '''
-
-def run(side):
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(MODEL), side["device"], side["properties"])
-    chosen = compiled.get_property("INFERENCE_PRECISION_HINT")
-    print(f"  {side['spec']}: openvino {ov.get_version()}, INFERENCE_PRECISION_HINT read back: "
-          f"{chosen}")
-    request = compiled.create_infer_request()
-    request.infer(load_inputs())
-    return {out.get_any_name(): np.array(request.get_tensor(out).data)
-            for out in compiled.outputs}
-''',
-    "torch": '''
-
-def read_safetensors(path):
-    """The weights file, read with NumPy alone (8-byte header size, JSON header, raw data)."""
-    dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
-              "I32": np.int32, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
-    raw = Path(path).read_bytes()
-    size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + size])
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        data = np.frombuffer(raw[8 + size + start:8 + size + end], dtype=dtypes[info["dtype"]])
-        tensors[name] = data.reshape(info["shape"]).copy()
-    return tensors
-
-
-def run(side):
-    import importlib
-
-    import torch
-
-    options = side["options"]
-    if "matmul_precision" in options:
-        torch.set_float32_matmul_precision(options["matmul_precision"])
-    if "allow_tf32" in options:
-        allow = options["allow_tf32"].lower() in ("1", "true", "yes", "on")
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
-    sys.path.insert(0, WORKDIR)
-    module_name, factory = ENTRY.split(":")
-    made = getattr(importlib.import_module(module_name), factory)()
-    model = made[0] if isinstance(made, (tuple, list)) else made
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in read_safetensors(WEIGHTS).items()})
-    model = model.eval().to(side["device"])
-    print(f"  {side['spec']}: torch {torch.__version__}, matmul precision "
-          f"{torch.get_float32_matmul_precision()}, cudnn.allow_tf32 "
-          f"{torch.backends.cudnn.allow_tf32}")
-    feed = load_inputs()
-    with torch.inference_mode():
-        out = model(*[torch.from_numpy(feed[n]).to(side["device"]) for n in INPUT_NAMES])
-    outs = out if isinstance(out, (tuple, list)) else [out]
-    return {name: o.detach().cpu().numpy() for name, o in zip(OUTPUT_NAMES, outs)}
-''',
-}
 
 _MAIN = '''
 

@@ -134,13 +134,15 @@ class AuditResult:
         return sum(b.flips.count for b in self.candidates if b.flips is not None)
 
     def backend(self, spec: str) -> BackendResult:
-        """The result for `spec`, as given or in its canonical form (`ort:` is `ort:cpu`)."""
-        from modelparity.spec import parse_spec
-
-        for text in (spec, parse_spec(spec).text):
-            for result in self.backends:
-                if result.spec == text:
-                    return result
+        """The result for `spec`, as given or in any form that names the same configuration
+        (`ort:` is `ort:cpu`; option order does not matter)."""
+        for result in self.backends:
+            if result.spec == spec:
+                return result
+        key = _key(spec)
+        for result in self.backends:
+            if _key(result.spec) == key:
+                return result
         raise KeyError(spec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,3 +168,13 @@ class AuditResult:
             json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
         os.replace(tmp, path)
         return path
+
+
+def _key(text: str) -> str:
+    """The canonical identity of a spec text; the text itself where it does not parse."""
+    from modelparity.backends.registry import parse_spec
+
+    try:
+        return parse_spec(text).key
+    except Exception:
+        return text

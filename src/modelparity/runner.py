@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.backends.standin import Prediction
 from modelparity.inputs import InputSource
 from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
@@ -97,9 +98,10 @@ class BackendWorker:
         timeout: float,
         warmup: int,
         log_path: str | None = None,
+        prediction: Prediction | None = None,
     ) -> None:
         self.spec = spec
-        self.job = Job(spec, model, source, batch_size, warmup, log_path)
+        self.job = Job(spec, model, source, batch_size, warmup, log_path, prediction)
         self.timeout = timeout
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None

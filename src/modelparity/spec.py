@@ -2,32 +2,30 @@
 
 Examples: `ort:cpu`, `ort:cuda?use_tf32=0`, `openvino:cpu?INFERENCE_PRECISION_HINT=f32`,
 `torch:cpu`, `py:my_pkg.backends:make_backend?flag=1`, `ort:tensorrt?env.NVIDIA_TF32_OVERRIDE=0`.
-Values stay strings here; each backend converts and validates its own options, so this module
-knows no runtime. `env.NAME=value` options are kept apart (`BackendSpec.env`): the worker sets
-them in its environment before it imports the runtime, which never sees them as options.
+This module knows the syntax only; `modelparity.backends.parse_spec` checks a spec against its
+runtime's declaration (targets, option names, types and choices) and gives it its canonical
+form. `env.NAME=value` options are kept apart (`BackendSpec.env`): the worker sets them in its
+environment before it imports the runtime, which never sees them as options.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from modelparity.errors import SpecError
 
-RUNTIMES = {
-    "ort": "ONNX Runtime: ort:<execution provider>?<provider or session option>=<value>",
-    "openvino": "OpenVINO: openvino:<device>?<PROPERTY>=<value>",
-    "torch": "PyTorch eager: torch:<cpu|cuda|mps>",
-    "py": "your own backend: py:<module>:<factory>?<key>=<value>",
-    "emulate": "a lower precision emulated on the CPU: emulate:<fp16|bf16|tf32|int8>",
-    "coreml": "Core ML through coremltools: coreml:<all|cpu_only|cpu_and_gpu|cpu_and_ne>"
-              "?compute_precision=<fp16|fp32>&format=<mlprogram|neuralnetwork>",
-}
-DEFAULT_TARGET = {"ort": "cpu", "openvino": "cpu", "torch": "cpu", "coreml": "all"}
 #: Options named env.NAME set an environment variable in the backend's worker process before
 #: its runtime is imported (NVIDIA_TF32_OVERRIDE=0, ONEDNN_DEFAULT_FPMATH_MODE=strict, ...).
 ENV_PREFIX = "env."
+#: Characters left as typed in `text`; `&`, `=`, `%`, `+`, `#` and spaces are percent-encoded,
+#: so the text parses back to the same options.
+_SAFE = "/:,.-_~*@!$'()[]{}|;^"
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe=_SAFE)
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,21 @@ class BackendSpec:
     options: dict[str, str] = field(default_factory=dict)  # for the runtime
     env: dict[str, str] = field(default_factory=dict)  # env.NAME=value: for the worker process
 
+    def _query(self, items: list[tuple[str, str]]) -> str:
+        query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in items)
+        return f"{self.runtime}:{self.target}" + (f"?{query}" if query else "")
+
     @property
     def text(self) -> str:
-        items = [*self.options.items(), *((ENV_PREFIX + k, v) for k, v in self.env.items())]
-        query = "&".join(f"{k}={v}" for k, v in items)
-        return f"{self.runtime}:{self.target}" + (f"?{query}" if query else "")
+        """The spec as written (options in the order given); parses back to an equal spec."""
+        return self._query([*self.options.items(),
+                            *((ENV_PREFIX + k, v) for k, v in self.env.items())])
+
+    @property
+    def key(self) -> str:
+        """The identity of a configuration: options sorted, so their order does not matter."""
+        return self._query([*sorted(self.options.items()),
+                            *sorted((ENV_PREFIX + k, v) for k, v in self.env.items())])
 
     def with_options(self, **options: str) -> BackendSpec:
         return BackendSpec(self.runtime, self.target, {**self.options, **options}, self.env)
@@ -50,24 +58,15 @@ class BackendSpec:
         return self.text
 
 
-def parse_spec(text: str) -> BackendSpec:
-    """Parse a backend spec; raise `SpecError` with the expected syntax when it does not fit."""
+def read_spec(text: str) -> BackendSpec:
+    """Split a spec into runtime, target, options and env.* options (syntax only: the
+    runtime, target and options are not checked here)."""
     raw = text.strip()
     head, _, query = raw.partition("?")
     runtime, _, target = head.partition(":")
     runtime = runtime.strip().lower()
-    if runtime not in RUNTIMES:
-        known = "; ".join(RUNTIMES.values())
-        raise SpecError(f"backend '{text}': unknown runtime '{runtime}' (expected one of: {known})")
-    target = target.strip()
-    if not target:
-        if runtime not in DEFAULT_TARGET:
-            raise SpecError(f"backend '{text}': expected {RUNTIMES[runtime]}")
-        target = DEFAULT_TARGET[runtime]
-    if runtime == "py" and ":" not in target:
-        raise SpecError(f"backend '{text}': expected {RUNTIMES['py']}")
-    if runtime != "py":
-        target = target.lower()
+    if not runtime:
+        raise SpecError(f"backend '{text}': expected runtime:target?option=value")
     options: dict[str, str] = {}
     env: dict[str, str] = {}
     if query:
@@ -81,7 +80,7 @@ def parse_spec(text: str) -> BackendSpec:
                 raise SpecError(f"backend '{text}': option '{key}' "
                                 + ("given twice" if name else "names no variable"))
             into[name] = value
-    return BackendSpec(runtime, target, options, env)
+    return BackendSpec(runtime, target.strip(), options, env)
 
 
 def slug(text: str) -> str:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from modelparity.backends import create_backend
 from modelparity.backends.options import first_line
+from modelparity.backends.registry import create_backend
+from modelparity.backends.standin import Prediction
 from modelparity.errors import ModelParityError
 from modelparity.inputs import InputSource, conform_batch
 from modelparity.model import PreparedModel
@@ -35,13 +36,14 @@ class Job:
     batch_size: int
     warmup: int
     log_path: str | None
+    prediction: Prediction | None = None  # the runtime cannot execute here: a stand-in runs
 
 
 def run_job(job: Job, conn: Connection) -> None:
     stage = "load"
     try:
         os.environ.update(job.spec.env)  # before the runtime is imported: it may read them once
-        backend = create_backend(job.spec)
+        backend = create_backend(job.spec, job.prediction)
         backend.activate(job.model)
         where = job.source.describe()
         stage = "warm-up"

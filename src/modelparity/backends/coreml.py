@@ -41,7 +41,8 @@ import numpy as np
 
 from modelparity.backends.base import Backend
 from modelparity.backends.options import as_choice, first_line
-from modelparity.backends.standin import REPORTED, StandIn
+from modelparity.backends.runtime import Option, Runtime
+from modelparity.backends.standin import REPORTED, Prediction, StandIn
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
 from modelparity.model import PreparedModel
 from modelparity.signature import TensorInfo
@@ -396,14 +397,13 @@ class CoreMLBackend(Backend):
                    "FP16" if precision == "fp16" else "its ML program computes in FP32")
         else:
             why = f"a NeuralNetwork on {self.compute_units} runs in {precision.upper()}"
-        self.stand_in = StandIn(
-            self.spec,
+        self.stand_in = StandIn(self.spec, Prediction(
             precision,
             reason=(f"Core ML cannot execute on {sys.platform} (it needs macOS); coremltools "
                     f"converted the model here and {why}"),
             basis="static inspection of the model coremltools converted",
             inspection=self.inspection,
-        )
+        ))
         self.stand_in.activate(model)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -463,3 +463,22 @@ class CoreMLBackend(Backend):
 
 def create(spec: BackendSpec) -> CoreMLBackend:
     return CoreMLBackend(spec)
+
+
+RUNTIME = Runtime(
+    name="coreml",
+    title="Core ML",
+    usage="coreml:<all|cpu_only|cpu_and_gpu|cpu_and_ne>?compute_precision=<fp16|fp32>"
+          "&format=<mlprogram|neuralnetwork>",
+    module=__name__,
+    package="coremltools",
+    distribution="coremltools",
+    extra="modelparity[coreml]",
+    default_target="all",
+    targets={units: units for units in COMPUTE_UNITS},
+    target_words="compute units",
+    options=tuple(Option(name, "choice", choices=values) for name, values in OPTIONS.items()),
+    open_targets=None,  # check_spec names the known options in its own words
+    check=check_spec,
+    rules=("modelparity.knowledge", "rules/coreml.toml"),
+)

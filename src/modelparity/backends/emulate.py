@@ -46,6 +46,7 @@ import numpy as np
 
 from modelparity.backends.base import Backend
 from modelparity.backends.options import first_line
+from modelparity.backends.runtime import Option, Runtime
 from modelparity.errors import ModelError, SpecError
 from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
@@ -149,8 +150,6 @@ def save_model(model: Any, path: str) -> None:
 
 
 class EmulateBackend(Backend):
-    known_options = frozenset({"rounding", "mode", "reduce_range"})
-
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
         self.precision, self.options = parse_options(spec)
@@ -433,3 +432,17 @@ def _calibration_batches(
 
 def create(spec: BackendSpec) -> EmulateBackend:
     return EmulateBackend(spec)
+
+
+RUNTIME = Runtime(
+    name="emulate",
+    title="A lower precision emulated on the CPU",
+    usage="emulate:<fp16|bf16|tf32|int8>",
+    module=__name__,
+    package="onnxruntime",
+    extra="modelparity",
+    target_options={precision: tuple(Option(k, "choice", choices=v) for k, v in opts.items())
+                    for precision, opts in OPTIONS.items()},
+    open_targets=None,  # check_spec names each precision's options in its own words
+    check=check_spec,
+)

@@ -2,20 +2,23 @@
 
 Session options (`graph_optimization_level`, `intra_op_num_threads`, `inter_op_num_threads`,
 `execution_mode`) and session config entries (dotted keys: `session.*`, `mlas.*`,
-`optimization.*`) configure the session; every other option is passed to the execution provider
-as a provider option, exactly as given.
+`optimization.*`, `ep.*`) configure the session; every other option is a provider option,
+passed to the execution provider exactly as given. Options are declared below (`RUNTIME`), so a
+misspelt one is refused before anything runs; providers whose options are not listed take any.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from modelparity.backends.base import Backend
-from modelparity.backends.options import as_bool, as_choice, as_int, first_line
-from modelparity.backends.standin import StandIn
+from modelparity.backends.options import first_line
+from modelparity.backends.runtime import Option, Repro, Runtime
+from modelparity.backends.standin import Prediction, StandIn
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
 from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
@@ -42,115 +45,148 @@ PROVIDERS = {
     "vitisai": "VitisAIExecutionProvider",
     "azure": "AzureExecutionProvider",
 }
-SESSION_OPTIONS = (
-    "graph_optimization_level",
-    "intra_op_num_threads",
-    "inter_op_num_threads",
-    "execution_mode",
-)
 OPT_LEVELS = {
     "disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL", "0": "ORT_DISABLE_ALL", "1": "ORT_ENABLE_BASIC",
     "2": "ORT_ENABLE_EXTENDED", "99": "ORT_ENABLE_ALL",
 }
+EXECUTION_MODES = ("sequential", "parallel")
+
+#: Options of the session (every provider); dotted keys are session config entries.
+SESSION = (
+    Option("graph_optimization_level", "choice", "graph optimisations (all by default)",
+           tuple(OPT_LEVELS), group="session"),
+    Option("intra_op_num_threads", "int", "threads inside an op (0: ORT decides)",
+           group="session"),
+    Option("inter_op_num_threads", "int", "threads across ops (0: ORT decides)",
+           group="session"),
+    Option("execution_mode", "choice", "run ops one at a time or in parallel",
+           EXECUTION_MODES, group="session"),
+    Option("session.*", help="a session config entry (add_session_config_entry)",
+           group="config"),
+    Option("mlas.*", help="a session config entry (add_session_config_entry)", group="config"),
+    Option("optimization.*", help="a session config entry (add_session_config_entry)",
+           group="config"),
+    Option("ep.*", help="a session config entry (add_session_config_entry)", group="config"),
+)
 
 
-BOOL = "0|1"
-#: Provider options checked before anything loads: {provider: {option: allowed values}}. Values
-#: are matched case-insensitively; BOOL means 0/1; None means any text. A provider marked
-#: complete here rejects option names it does not list (CoreML's set is small and fixed).
-EP_OPTIONS: dict[str, dict[str, tuple[str, ...] | str | None]] = {
-    "CoreMLExecutionProvider": {
-        "ModelFormat": ("MLProgram", "NeuralNetwork"),
-        "MLComputeUnits": ("ALL", "CPUOnly", "CPUAndGPU", "CPUAndNeuralEngine"),
-        "RequireStaticInputShapes": BOOL,
-        "EnableOnSubgraphs": BOOL,
-        "SpecializationStrategy": ("Default", "FastPrediction"),
-        "ProfileComputePlan": BOOL,
-        "AllowLowPrecisionAccumulationOnGPU": BOOL,
-        "ModelCacheDirectory": None,
-    },
-    "CUDAExecutionProvider": {
-        "use_tf32": BOOL, "device_id": None, "cudnn_conv_algo_search":
-            ("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
-        "enable_cuda_graph": BOOL, "prefer_nhwc": BOOL, "use_ep_level_unified_stream": BOOL,
-    },
-    "TensorrtExecutionProvider": {
-        "trt_fp16_enable": BOOL, "trt_int8_enable": BOOL, "trt_bf16_enable": BOOL,
-        "trt_engine_cache_enable": BOOL, "trt_timing_cache_enable": BOOL,
-        "trt_engine_cache_path": None, "device_id": None,
-    },
+def _provider(*options: Option) -> tuple[Option, ...]:
+    return tuple(Option(o.name, o.kind, o.help, o.choices, "provider", o.minimum)
+                 for o in options)
+
+
+def _texts(*names: str) -> tuple[Option, ...]:
+    return tuple(Option(name) for name in names)
+
+
+def _flags(*names: str) -> tuple[Option, ...]:
+    return tuple(Option(name, "bool") for name in names)
+
+
+#: Provider options, checked before anything loads. A provider listed here rejects option names
+#: it does not list; the providers not listed take any option, passed to ONNX Runtime as given.
+PROVIDER_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "cpu": (),
+    "coreml": _provider(
+        Option("ModelFormat", "choice", "MLProgram, or the NeuralNetwork default (FP16 on GPU "
+               "and ANE)", ("MLProgram", "NeuralNetwork")),
+        Option("MLComputeUnits", "choice", "where Core ML may run",
+               ("ALL", "CPUOnly", "CPUAndGPU", "CPUAndNeuralEngine")),
+        *_flags("RequireStaticInputShapes", "EnableOnSubgraphs", "ProfileComputePlan",
+                "AllowLowPrecisionAccumulationOnGPU"),
+        Option("SpecializationStrategy", "choice", "", ("Default", "FastPrediction")),
+        Option("ModelCacheDirectory"),
+    ),
+    "cuda": _provider(
+        Option("use_tf32", "bool", "TF32 in convolutions and matmuls (on by default)"),
+        Option("cudnn_conv_algo_search", "choice", "",
+               ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")),
+        *_flags("enable_cuda_graph", "prefer_nhwc", "use_ep_level_unified_stream",
+                "do_copy_in_default_stream", "cudnn_conv_use_max_workspace",
+                "cudnn_conv1d_pad_to_nc1d", "tunable_op_enable", "tunable_op_tuning_enable",
+                "enable_skip_layer_norm_strict_mode", "has_user_compute_stream",
+                "fuse_conv_bias"),
+        *_texts("device_id", "gpu_mem_limit", "arena_extend_strategy",
+                "tunable_op_max_tuning_duration_ms", "sdpa_kernel", "user_compute_stream",
+                "gpu_external_alloc", "gpu_external_free", "gpu_external_empty_cache"),
+    ),
+    "tensorrt": _provider(
+        *_flags("trt_fp16_enable", "trt_int8_enable", "trt_bf16_enable",
+                "trt_engine_cache_enable", "trt_timing_cache_enable", "trt_dla_enable",
+                "trt_dump_subgraphs", "trt_int8_use_native_calibration_table",
+                "trt_engine_decryption_enable", "trt_force_sequential_engine_build",
+                "trt_context_memory_sharing_enable", "trt_layer_norm_fp32_fallback",
+                "trt_force_timing_cache", "trt_detailed_build_log",
+                "trt_build_heuristics_enable", "trt_sparsity_enable", "trt_cuda_graph_enable",
+                "trt_dump_ep_context_model", "trt_weight_stripped_engine_enable",
+                "trt_engine_hw_compatible", "has_user_compute_stream"),
+        *_texts("device_id", "trt_engine_cache_path", "trt_engine_cache_prefix",
+                "trt_timing_cache_path", "trt_max_workspace_size",
+                "trt_max_partition_iterations", "trt_min_subgraph_size",
+                "trt_int8_calibration_table_name", "trt_dla_core",
+                "trt_engine_decryption_lib_path", "trt_builder_optimization_level",
+                "trt_auxiliary_streams", "trt_tactic_sources", "trt_extra_plugin_lib_paths",
+                "trt_profile_min_shapes", "trt_profile_max_shapes", "trt_profile_opt_shapes",
+                "trt_ep_context_file_path", "trt_ep_context_embed_mode",
+                "trt_onnx_model_folder_path", "trt_op_types_to_exclude",
+                "user_compute_stream"),
+    ),
 }
-COMPLETE = frozenset({"CoreMLExecutionProvider"})
+#: Spec targets: the short name, or the provider's full name in any case, -> the short name.
+TARGETS = {
+    **{short: {"trt": "tensorrt", "directml": "dml"}.get(short, short) for short in PROVIDERS},
+    **{name.lower(): {"trt": "tensorrt", "directml": "dml"}.get(short, short)
+       for short, name in PROVIDERS.items()},
+}
 
 
 def provider_name(spec: BackendSpec) -> str:
-    """Map the spec target (`cuda`, or a full `CUDAExecutionProvider`) to the provider's name."""
-    target = spec.target.lower()
-    if target in PROVIDERS:
-        return PROVIDERS[target]
-    for name in PROVIDERS.values():
-        if name.lower() == target:
-            return name
-    raise SpecError(
-        f"{spec.text}: unknown ONNX Runtime execution provider '{spec.target}' "
-        f"(expected one of: {', '.join(sorted(set(PROVIDERS) - {'trt', 'directml'}))})"
-    )
+    """The provider's name for the spec's target (`cuda` -> `CUDAExecutionProvider`)."""
+    return PROVIDERS[TARGETS[spec.target.lower()]]
 
 
 def split_options(spec: BackendSpec) -> tuple[dict[str, str], dict[str, str]]:
-    """(session options, provider options) from the spec's options."""
-    session = {
-        k: v for k, v in spec.options.items() if k in SESSION_OPTIONS or "." in k
-    }
+    """(session options, provider options) from the spec's options, by their declaration."""
+    session = {k: v for k, v in spec.options.items()
+               if RUNTIME.group_of(TARGETS[spec.target.lower()], k, "provider") != "provider"}
     provider = {k: v for k, v in spec.options.items() if k not in session}
     return session, provider
 
 
-def check_spec(spec: BackendSpec) -> None:
-    """Validate what can be validated without importing onnxruntime."""
-    provider = provider_name(spec)
-    session, provider_options = split_options(spec)
-    known = EP_OPTIONS.get(provider, {})
-    for key, value in provider_options.items():
-        if key not in known:
-            if provider in COMPLETE:
-                raise SpecError(f"{spec.text}: unknown {provider} option '{key}' (known: "
-                                f"{', '.join(known)})")
-            continue
-        allowed = known[key]
-        if allowed == BOOL:
-            as_bool(spec, key, value)
-        elif isinstance(allowed, tuple) and value.lower() not in {a.lower() for a in allowed}:
-            raise SpecError(f"{spec.text}: option {key}={value} is not one of: "
-                            f"{', '.join(allowed)}")
-    for key, value in session.items():
-        if key == "graph_optimization_level":
-            as_choice(spec, key, value, OPT_LEVELS)
-        elif key == "execution_mode":
-            as_choice(spec, key, value, {"sequential": 0, "parallel": 1})
-        elif key.endswith("_threads"):
-            as_int(spec, key, value)
+def cannot_execute(spec: BackendSpec) -> str | None:
+    """Why this provider cannot execute on this machine at all, when that is known statically."""
+    if spec.target == "coreml" and sys.platform != "darwin":
+        return (f"Core ML cannot execute on {sys.platform}: the CoreML execution provider "
+                "exists only in ONNX Runtime builds for macOS and iOS")
+    return None
+
+
+def reported_options(description: Mapping[str, Any]) -> dict[str, str]:
+    """The provider options as the loaded session reports them (defaults included)."""
+    reported: dict[str, str] = {}
+    provider_options = description.get("provider_options") or {}
+    for options in provider_options.values() if isinstance(provider_options, dict) else []:
+        if isinstance(options, dict):
+            reported.update({str(k): str(v) for k, v in options.items()})
+    return reported
+
+
+def repro_side(spec: BackendSpec) -> dict[str, Any]:
+    session, provider = split_options(spec)
+    return {"provider": provider_name(spec), "provider_options": provider, "session": session}
 
 
 class OnnxRuntimeBackend(Backend):
-    def __init__(self, spec: BackendSpec) -> None:
+    def __init__(self, spec: BackendSpec, prediction: Prediction | None = None) -> None:
         super().__init__(spec)
-        check_spec(spec)
+        RUNTIME.validate(spec)
         self.provider = provider_name(spec)
         self.session_options, self.provider_options = split_options(spec)
         self.session: Any = None
-        self.stand_in: StandIn | None = None
-        if self.provider == "CoreMLExecutionProvider" and sys.platform != "darwin":
-            from modelparity.knowledge import lint, predicted_precision
-
-            findings = lint(spec)
-            rules = ", ".join(f.rule.id for f in findings) or "no rule applies"
-            self.stand_in = StandIn(
-                spec, predicted_precision(findings),
-                reason=f"Core ML cannot execute on {sys.platform}: the CoreML execution "
-                       "provider exists only in ONNX Runtime builds for macOS and iOS",
-                basis=f"the knowledge base ({rules}) for these provider options")
+        # where the provider cannot execute (Core ML off macOS), the plan predicts its precision
+        # from the knowledge base, and an emulation of it stands in
+        self.stand_in = StandIn(spec, prediction) if prediction is not None else None
 
     def _session_options(self) -> Any:
         import onnxruntime as ort
@@ -159,15 +195,14 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3  # errors only: warnings would flood the terminal
         for key, value in self.session_options.items():
             if key == "graph_optimization_level":
-                level = as_choice(self.spec, key, value, OPT_LEVELS)
-                so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, str(level))
+                level = OPT_LEVELS[value.strip().lower()]
+                so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
             elif key == "intra_op_num_threads":
-                so.intra_op_num_threads = as_int(self.spec, key, value)
+                so.intra_op_num_threads = int(value)
             elif key == "inter_op_num_threads":
-                so.inter_op_num_threads = as_int(self.spec, key, value)
+                so.inter_op_num_threads = int(value)
             elif key == "execution_mode":
                 parallel = value.strip().lower() == "parallel"
-                as_choice(self.spec, key, value, {"sequential": 0, "parallel": 1})
                 so.execution_mode = (
                     ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
                 )
@@ -244,5 +279,56 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def create(spec: BackendSpec) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(spec)
+def create(spec: BackendSpec, prediction: Prediction | None = None) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(spec, prediction)
+
+
+#: The repro script's run(side) for this runtime: it needs only numpy and the runtime, and
+#: reads MODEL, INPUT_NAMES, OUTPUT_NAMES (and for torch ENTRY, WEIGHTS, WORKDIR) and
+#: load_inputs() from the script around it.
+REPRO_RUNNER = '''
+
+def run(side):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    levels = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+    for key, value in side["session"].items():
+        if key == "graph_optimization_level":
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[value])
+        elif key in ("intra_op_num_threads", "inter_op_num_threads"):
+            setattr(so, key, int(value))
+        elif "." in key:
+            so.add_session_config_entry(key, value)
+    providers = [(side["provider"], side["provider_options"])]
+    if side["provider"] != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")
+    session = ort.InferenceSession(MODEL, sess_options=so, providers=providers)
+    print(f"  {side['spec']}: onnxruntime {ort.__version__}, providers {session.get_providers()}")
+    feed = load_inputs()
+    outputs = session.run(None, feed)
+    return dict(zip([o.name for o in session.get_outputs()], outputs))
+'''
+
+
+RUNTIME = Runtime(
+    name="ort",
+    title="ONNX Runtime",
+    usage="ort:<execution provider>?<provider or session option>=<value>",
+    module=__name__,
+    package="onnxruntime",
+    distribution="onnxruntime",
+    extra="modelparity",
+    default_target="cpu",
+    targets=TARGETS,
+    target_words="ONNX Runtime execution provider",
+    options=SESSION,
+    target_options=PROVIDER_OPTIONS,
+    open_targets=frozenset(set(TARGETS.values()) - set(PROVIDER_OPTIONS)),
+    cannot_execute=cannot_execute,
+    reported_options=reported_options,
+    repro=Repro(repro_side,
+                REPRO_RUNNER),
+    rules=("modelparity.knowledge", "rules/onnxruntime.toml"),
+)

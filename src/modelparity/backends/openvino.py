@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from modelparity.backends.base import Backend
 from modelparity.backends.options import first_line
+from modelparity.backends.runtime import Option, Repro, Runtime
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
 from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
@@ -23,6 +25,40 @@ READ_BACK = ("INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT", "PERFORMANCE_HIN
              "INFERENCE_NUM_THREADS", "NUM_STREAMS")
 VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
 BOOKKEEPING_LAYERS = frozenset({"Input", "Output", "Const", "Reorder"})  # not computation
+
+
+#: Properties compile_model takes on the CPU and the virtual devices (AUTO, HETERO, MULTI,
+#: BATCH), from their SUPPORTED_PROPERTIES in OpenVINO 2026.4 less the read-only ones, plus the
+#: Core properties every device takes. Other devices (GPU, NPU, ...) take any property: OpenVINO
+#: checks those itself when it compiles.
+PROPERTIES = (
+    Option("INFERENCE_PRECISION_HINT", "choice", "the precision the plugin computes in (CPU: "
+           "bf16 by default where the CPU has native BF16)", ("f32", "bf16", "f16"),
+           group="property"),
+    Option("EXECUTION_MODE_HINT", "choice", "ACCURACY keeps FP32 where the model is FP32",
+           ("ACCURACY", "PERFORMANCE"), group="property"),
+    Option("PERFORMANCE_HINT", "choice", "", ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
+           group="property"),
+    Option("INFERENCE_NUM_THREADS", "int", "threads (0: the plugin decides)", group="property"),
+    *(Option(name, group="property") for name in (
+        "NUM_STREAMS", "PERFORMANCE_HINT_NUM_REQUESTS", "ENABLE_CPU_PINNING",
+        "ENABLE_CPU_RESERVATION", "ENABLE_HYPER_THREADING", "ENABLE_TENSOR_PARALLEL",
+        "ENABLE_WEIGHTLESS", "SCHEDULING_CORE_TYPE", "CPU_DENORMALS_OPTIMIZATION",
+        "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE", "DYNAMIC_QUANTIZATION_GROUP_SIZE",
+        "KEY_CACHE_GROUP_SIZE", "KEY_CACHE_PRECISION", "KV_CACHE_PRECISION",
+        "VALUE_CACHE_GROUP_SIZE", "VALUE_CACHE_PRECISION", "LOG_LEVEL",
+        "MODEL_DISTRIBUTION_POLICY", "PERF_COUNT", "TBB_PARTITIONER", "WEIGHTS_PATH",
+        "DEVICE_ID", "CACHE_DIR", "CACHE_MODE", "ENABLE_MMAP", "COMPILATION_NUM_THREADS",
+        "MODEL_PRIORITY", "DEVICES_UTILIZATION_THRESHOLD", "DEVICE_BIND_BUFFER",
+        "ENABLE_RUNTIME_FALLBACK", "ENABLE_STARTUP_FALLBACK", "LOW_POWER_DEVICE",
+        "MULTI_DEVICE_PRIORITIES", "SCHEDULE_POLICY", "AUTO_BATCH_TIMEOUT")),
+)
+CHECKED_DEVICES = frozenset({"cpu", *(d.lower() for d in VIRTUAL_DEVICES)})
+
+
+def reported_options(description: Mapping[str, Any]) -> dict[str, str]:
+    """The properties read back from the compiled model (defaults included)."""
+    return {str(k): str(v) for k, v in (description.get("compiled_properties") or {}).items()}
 
 
 def device_name(spec: BackendSpec) -> str:
@@ -136,3 +172,49 @@ class OpenVINOBackend(Backend):
 
 def create(spec: BackendSpec) -> OpenVINOBackend:
     return OpenVINOBackend(spec)
+
+
+class _OpenVINORuntime(Runtime):
+    """OpenVINO's device names carry suffixes (GPU.1, HETERO:GPU,CPU): a device is open or
+    checked by its base name."""
+
+    def is_open(self, target: str) -> bool:
+        return target.split(":")[0].split(".")[0] not in CHECKED_DEVICES
+
+
+#: The repro script's run(side) for this runtime: it needs only numpy and the runtime, and
+#: reads MODEL, INPUT_NAMES, OUTPUT_NAMES (and for torch ENTRY, WEIGHTS, WORKDIR) and
+#: load_inputs() from the script around it.
+REPRO_RUNNER = '''
+
+def run(side):
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(MODEL), side["device"], side["properties"])
+    chosen = compiled.get_property("INFERENCE_PRECISION_HINT")
+    print(f"  {side['spec']}: openvino {ov.get_version()}, INFERENCE_PRECISION_HINT read back: "
+          f"{chosen}")
+    request = compiled.create_infer_request()
+    request.infer(load_inputs())
+    return {out.get_any_name(): np.array(request.get_tensor(out).data)
+            for out in compiled.outputs}
+'''
+
+
+RUNTIME = _OpenVINORuntime(
+    name="openvino",
+    title="OpenVINO",
+    usage="openvino:<device>?<PROPERTY>=<value>",
+    module=__name__,
+    package="openvino",
+    distribution="openvino",
+    extra="modelparity[openvino]",
+    default_target="cpu",
+    target_words="device",
+    options=PROPERTIES,
+    reported_options=reported_options,
+    repro=Repro(lambda spec: {"device": spec.target.upper(), "properties": spec.options},
+                REPRO_RUNNER),
+    rules=("modelparity.knowledge", "rules/openvino.toml"),
+)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from modelparity.backends.base import Backend
+from modelparity.backends.runtime import Runtime
 from modelparity.entrypoints import load_entry_point
 from modelparity.errors import SpecError
 from modelparity.model import PreparedModel
@@ -48,3 +49,19 @@ class PythonBackend(Backend):
 
 def create(spec: BackendSpec) -> PythonBackend:
     return PythonBackend(spec)
+
+
+def check_spec(spec: BackendSpec) -> None:
+    if ":" not in spec.target:
+        raise SpecError(f"backend '{spec.text}': expected {RUNTIME.usage}")
+
+
+RUNTIME = Runtime(
+    name="py",
+    title="Your own backend",
+    usage="py:<module>:<factory>?<key>=<value>",
+    module=__name__,
+    open_targets=None,  # the factory receives every option as given
+    check=check_spec,
+    keep_target_case=True,
+)

@@ -9,12 +9,14 @@ takes an emulation for a measurement.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from modelparity.model import PreparedModel
-from modelparity.spec import BackendSpec, parse_spec
+from modelparity.spec import BackendSpec
 
 #: Which backend stands in for a predicted precision.
 STAND_INS = {
@@ -28,20 +30,30 @@ REPORTED = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "tf32": "t
             "int8": "int8"}
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What a backend that cannot execute here is expected to compute in, and why."""
+
+    precision: str  # fp32 | fp16 | bf16 | tf32 | int8
+    reason: str  # why the runtime cannot execute here
+    basis: str  # where the precision comes from (the knowledge base, an inspection)
+    inspection: dict[str, Any] | None = None
+
+
 class StandIn:
-    """Runs the emulation of `precision` for `spec`, and describes the substitution."""
+    """Runs the emulation of the predicted precision for `spec`, and describes the
+    substitution."""
 
-    def __init__(self, spec: BackendSpec, precision: str, reason: str, basis: str,
-                 inspection: dict[str, Any] | None = None) -> None:
-        from modelparity.backends import create_backend
-
+    def __init__(self, spec: BackendSpec, prediction: Prediction) -> None:
+        # the registry is looked up at run time: it lists this module's importers
+        registry = importlib.import_module("modelparity.backends.registry")
         self.spec = spec
-        self.precision = precision
-        self.stand_in = STAND_INS[precision]
-        self.reason = reason
-        self.basis = basis
-        self.inspection = inspection
-        self.backend = create_backend(parse_spec(self.stand_in))
+        self.precision = prediction.precision
+        self.stand_in = STAND_INS[prediction.precision]
+        self.reason = prediction.reason
+        self.basis = prediction.basis
+        self.inspection = prediction.inspection
+        self.backend = registry.create_backend(registry.parse_spec(self.stand_in))
 
     def activate(self, model: PreparedModel) -> None:
         self.backend.activate(model)

@@ -14,49 +14,19 @@ from typing import Any
 import numpy as np
 
 from modelparity.backends.base import Backend
-from modelparity.errors import BackendUnavailable, ModelError, SpecError
+from modelparity.backends.runtime import Option, Repro, Runtime
+from modelparity.errors import BackendUnavailable, ModelError
 from modelparity.model import PreparedModel, TorchSource
 from modelparity.spec import BackendSpec
 
 DEVICES = ("cpu", "cuda", "mps")
-OPTIONS = {
-    "matmul_precision": "highest|high|medium (torch.set_float32_matmul_precision)",
-    "allow_tf32": "0|1 (torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32)",
-    "threads": "a positive integer (torch.set_num_threads)",
-}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _parse_options(spec: BackendSpec) -> dict[str, Any]:
-    known = ", ".join(f"{k}={v}" for k, v in OPTIONS.items())
-    parsed: dict[str, Any] = {}
-    for key, value in spec.options.items():
-        if key not in OPTIONS:
-            raise SpecError(f"backend '{spec.text}': unknown option '{key}' (known: {known})")
-        text = value.strip().lower()
-        if key == "matmul_precision":
-            if text not in ("highest", "high", "medium"):
-                raise SpecError(
-                    f"backend '{spec.text}': matmul_precision='{value}' "
-                    "(expected highest, high or medium)"
-                )
-            parsed[key] = text
-        elif key == "allow_tf32":
-            if text not in _TRUE | _FALSE:
-                raise SpecError(f"backend '{spec.text}': allow_tf32='{value}' (expected 0 or 1)")
-            parsed[key] = text in _TRUE
-        elif key == "threads":
-            try:
-                threads = int(text)
-            except ValueError:
-                threads = 0
-            if threads < 1:
-                raise SpecError(
-                    f"backend '{spec.text}': threads='{value}' (expected a positive integer)"
-                )
-            parsed[key] = threads
-    return parsed
+OPTIONS = (
+    Option("matmul_precision", "choice", "torch.set_float32_matmul_precision",
+           ("highest", "high", "medium")),
+    Option("allow_tf32", "bool",
+           "torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32"),
+    Option("threads", "int", "torch.set_num_threads", minimum=1),
+)
 
 
 def _getattr_path(root: Any, path: str) -> Any:
@@ -101,17 +71,11 @@ def load_torch_module(source: TorchSource, origin: str) -> Any:
 
 def check_spec(spec: BackendSpec) -> dict[str, Any]:
     """Validate the device and options without importing torch; return the parsed options."""
-    if spec.target not in DEVICES:
-        raise SpecError(
-            f"backend '{spec.text}': unknown device '{spec.target}' "
-            f"(expected one of: {', '.join(DEVICES)})"
-        )
-    return _parse_options(spec)
+    RUNTIME.canonical_target(spec)
+    return RUNTIME.validate(spec)
 
 
 class TorchBackend(Backend):
-    known_options = frozenset(OPTIONS)
-
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
         self.options = check_spec(spec)
@@ -245,3 +209,72 @@ class TorchBackend(Backend):
 
 def create(spec: BackendSpec) -> TorchBackend:
     return TorchBackend(spec)
+
+
+#: The repro script's run(side) for this runtime: it needs only numpy and the runtime, and
+#: reads MODEL, INPUT_NAMES, OUTPUT_NAMES (and for torch ENTRY, WEIGHTS, WORKDIR) and
+#: load_inputs() from the script around it.
+REPRO_RUNNER = '''
+
+def read_safetensors(path):
+    """The weights file, read with NumPy alone (8-byte header size, JSON header, raw data)."""
+    dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64,
+              "I32": np.int32, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    raw = Path(path).read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        data = np.frombuffer(raw[8 + size + start:8 + size + end], dtype=dtypes[info["dtype"]])
+        tensors[name] = data.reshape(info["shape"]).copy()
+    return tensors
+
+
+def run(side):
+    import importlib
+
+    import torch
+
+    options = side["options"]
+    if "matmul_precision" in options:
+        torch.set_float32_matmul_precision(options["matmul_precision"])
+    if "allow_tf32" in options:
+        allow = options["allow_tf32"].lower() in ("1", "true", "yes", "on")
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+    sys.path.insert(0, WORKDIR)
+    module_name, factory = ENTRY.split(":")
+    made = getattr(importlib.import_module(module_name), factory)()
+    model = made[0] if isinstance(made, (tuple, list)) else made
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in read_safetensors(WEIGHTS).items()})
+    model = model.eval().to(side["device"])
+    print(f"  {side['spec']}: torch {torch.__version__}, matmul precision "
+          f"{torch.get_float32_matmul_precision()}, cudnn.allow_tf32 "
+          f"{torch.backends.cudnn.allow_tf32}")
+    feed = load_inputs()
+    with torch.inference_mode():
+        out = model(*[torch.from_numpy(feed[n]).to(side["device"]) for n in INPUT_NAMES])
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    return {name: o.detach().cpu().numpy() for name, o in zip(OUTPUT_NAMES, outs)}
+'''
+
+
+RUNTIME = Runtime(
+    name="torch",
+    title="PyTorch eager",
+    usage="torch:<cpu|cuda|mps>?matmul_precision=<highest|high|medium>&allow_tf32=<0|1>",
+    module=__name__,
+    package="torch",
+    distribution="torch",
+    extra="modelparity[torch]",
+    default_target="cpu",
+    targets={device: device for device in DEVICES},
+    target_words="device",
+    options=OPTIONS,
+    repro=Repro(lambda spec: {"device": spec.target, "options": spec.options},
+                REPRO_RUNNER, needs_factory=True),
+    rules=("modelparity.knowledge", "rules/torch.toml"),
+)

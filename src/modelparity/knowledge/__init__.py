@@ -6,23 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from modelparity.backends.registry import get_runtime, parse_spec
 from modelparity.knowledge.configuration import Configuration, resolve
 from modelparity.knowledge.matcher import Finding, compare_with_measurement, fixed_spec, match
 from modelparity.knowledge.rules import Rule, load_rules
-from modelparity.spec import BackendSpec, parse_spec
-
-PACKAGES = {"ort": "onnxruntime", "openvino": "openvino", "torch": "torch",
-            "coreml": "coremltools"}
+from modelparity.spec import BackendSpec
 
 
 def lint(spec: str | BackendSpec, description: Mapping[str, Any] | None = None,
          environ: Mapping[str, str] | None = None) -> list[Finding]:
     """The rules that apply to `spec` on this machine (and to what its runtime reported, when
     `description` comes from a run)."""
-    parsed = spec if isinstance(spec, BackendSpec) else parse_spec(spec)
-    if parsed.runtime not in PACKAGES:
+    parsed = parse_spec(spec)
+    runtime = get_runtime(parsed.runtime)
+    if runtime.rules is None:
         return []
-    config = resolve(parsed, description, environ=environ, package=PACKAGES[parsed.runtime])
+    config = resolve(parsed, description, environ=environ, package=runtime.distribution)
     return match(config)
 
 

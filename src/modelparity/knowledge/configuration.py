@@ -22,7 +22,7 @@ from modelparity.spec import BackendSpec
 @dataclass(frozen=True)
 class Configuration:
     spec: BackendSpec
-    target: str  # normalised: ort:CUDAExecutionProvider -> cuda
+    target: str  # canonical: ort:CUDAExecutionProvider -> cuda
     options: dict[str, str]  # as given, without env.* options
     env: dict[str, str]  # the process environment with the spec's env.* options on top
     reported: dict[str, str] = field(default_factory=dict)  # as the loaded runtime reports them
@@ -49,17 +49,6 @@ class Configuration:
         return any(key.lower() == name.lower() for key in self.options)
 
 
-def normalise_target(spec: BackendSpec) -> str:
-    target = spec.target.lower()
-    if spec.runtime == "ort":
-        from modelparity.backends.onnxruntime import PROVIDERS
-
-        for short, name in PROVIDERS.items():
-            if target in (short, name.lower()):
-                return {"trt": "tensorrt", "directml": "dml"}.get(short, short)
-    return target
-
-
 @functools.cache
 def runtime_version(package: str) -> str | None:
     """The installed version of `package` (onnxruntime-gpu counts as onnxruntime), without
@@ -82,19 +71,18 @@ def runtime_version(package: str) -> str | None:
 def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
             environ: Mapping[str, str] | None = None, package: str | None = None
             ) -> Configuration:
-    """Resolve `spec` against this machine (and, after a run, its backend's description)."""
+    """Resolve `spec` (canonical: see `backends.parse_spec`) against this machine and, after a
+    run, its backend's description, with the options its runtime reported there (read by the
+    runtime's own declaration: `Runtime.reported_options`)."""
+    from modelparity.backends.registry import get_runtime
     from modelparity.environment import cpu_flags, nvidia_gpu
 
     description = description or {}
+    runtime = get_runtime(spec.runtime)
+    reported = runtime.reported_options(description) if runtime.reported_options else {}
+    package = package or runtime.distribution
     env = dict(os.environ if environ is None else environ)
     env.update(spec.env)
-    reported: dict[str, str] = {}
-    provider_options = description.get("provider_options") or {}
-    for options in provider_options.values() if isinstance(provider_options, dict) else []:
-        if isinstance(options, dict):
-            reported.update({str(k): str(v) for k, v in options.items()})
-    reported.update({str(k): str(v) for k, v in
-                     (description.get("compiled_properties") or {}).items()})
     version = description.get("version")
     if not isinstance(version, str) and package:
         version = runtime_version(package)
@@ -102,7 +90,7 @@ def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
     gpu = nvidia_gpu()
     return Configuration(
         spec=spec,
-        target=normalise_target(spec),
+        target=spec.target,
         options=dict(spec.options),
         env=env,
         reported=reported,

@@ -56,10 +56,18 @@ class Rule:
 
 
 def rule_files() -> list[Any]:
-    """The bundled rule files (importlib resources, so they work from a wheel too)."""
-    folder = resources.files("modelparity.knowledge").joinpath("rules")
-    return sorted((f for f in folder.iterdir() if f.name.endswith(".toml")),
-                  key=lambda f: f.name)
+    """The rule files the runtimes declare (`Runtime.rules`: a package and a file in it, read
+    with importlib resources so they work from a wheel too), built-in runtimes first."""
+    from modelparity.backends.registry import runtimes
+
+    files: list[Any] = []
+    for runtime in runtimes().values():
+        if runtime.rules is not None:
+            package, name = runtime.rules
+            path = resources.files(package).joinpath(name)
+            if str(path) not in {str(f) for f in files}:
+                files.append(path)
+    return files
 
 
 def parse_rule_file(text: str, name: str) -> list[Rule]:
