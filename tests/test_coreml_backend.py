@@ -24,7 +24,7 @@ from modelparity.backends.coreml import (  # noqa: E402
 )
 from modelparity.errors import BackendUnavailable, ModelError, SpecError  # noqa: E402
 from modelparity.model import prepare_model  # noqa: E402
-from modelparity.signature import TensorInfo  # noqa: E402
+from modelparity.model.signature import TensorInfo  # noqa: E402
 from modelparity.spec import read_spec  # noqa: E402
 
 DEMO = "modelparity.demo.models:breast_cancer_classifier"

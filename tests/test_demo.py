@@ -51,3 +51,26 @@ def test_demo_html_reports_render_in_chromium(demo):
         charts = _parse(run.stdout).charts
         assert len(charts) >= 5, name  # fingerprints, histograms, scatter, latency
         assert all(chart["marks"] > 0 for chart in charts), name
+
+
+def test_report_rerenders_the_demos_saved_audit_to_the_same_html(demo, tmp_path):
+    """`modelparity report` renders a saved report.json (and the decisions saved beside it) to
+    the very page the run drew, and gates it with the run's exit code."""
+    import subprocess
+    import sys
+
+    folder, code, _ = demo
+    for name in MODELS:
+        saved = folder / name / "report.json"
+        page = tmp_path / f"{name}.html"
+        done = subprocess.run([sys.executable, "-m", "modelparity.cli", "report", str(saved),
+                               "--html", str(page)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == code, done.stderr[-2000:]
+        assert page.read_text() == (folder / name / "report.html").read_text()
+        assert "openvino:cpu" in done.stdout
+        gated = subprocess.run([sys.executable, "-m", "modelparity.cli", "report", str(saved),
+                                "--fail-on", "flips>0"], capture_output=True, text=True,
+                               timeout=120)
+        report = json.loads(saved.read_text())
+        flipped = any(c["flips"] and c["flips"]["count"] for c in report["candidates"])
+        assert gated.returncode == (1 if flipped else 0), gated.stdout[-2000:]

@@ -23,7 +23,7 @@ from modelparity.inputs import (
     parse_shape,
     rebatch,
 )
-from modelparity.signature import Signature, TensorInfo
+from modelparity.model.signature import Signature, TensorInfo
 
 BATCH_SIZES = (1, 7, 32, 1000)
 

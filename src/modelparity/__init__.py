@@ -1,7 +1,7 @@
 """modelparity: prove a model makes the same decisions on every runtime it ships to.
 
 The names below are imported lazily, so that worker processes (which import
-`modelparity.worker`) do not pay for the comparison and reporting code they never use.
+`modelparity.execute.worker`) do not pay for the comparison and reporting code they never use.
 """
 
 from __future__ import annotations

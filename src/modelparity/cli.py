@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from modelparity import __version__
 from modelparity.errors import ModelParityError
+from modelparity.plan import DEFAULT_REFERENCE, Settings
 
 app = typer.Typer(
     help="Run one ML model on several runtimes and show where outputs and decisions differ.",
@@ -95,7 +96,7 @@ def run(
         help="A backend to compare against the reference; repeat for several. Spec syntax: "
              + backend_syntax() + ".")],
     reference: Annotated[str, typer.Option(help="The backend every other is compared to.")]
-        = "ort:cpu",
+        = DEFAULT_REFERENCE,
     data: Annotated[str | None, typer.Option(
         "--data", "-d",
         help="Inputs: .npz (keys = input names), .npy (one input), a folder of .npy/.npz "
@@ -108,7 +109,8 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for synthetic inputs.")] = 0,
     value_range: Annotated[str, typer.Option(
         help="LOW,HIGH of synthetic input values.")] = "-1,1",
-    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] \
+        = Settings.batch_size,
     task: Annotated[str, typer.Option(
         help="What the model decides: binary (score > threshold), multiclass (argmax), topk, "
              "multilabel (per-class thresholds), regression (tolerance), custom.")] = "binary",
@@ -131,9 +133,10 @@ def run(
              "metrics per backend.")] = None,
     timeout: Annotated[float, typer.Option(
         help="Seconds one step of a backend (loading the model, or one batch) may take "
-             "before it is stopped and reported as failed.")] = 300.0,
+             "before it is stopped and reported as failed.")] = Settings.timeout,
     warmup: Annotated[int, typer.Option(
-        help="Untimed runs of the first batch before latency is measured.")] = 3,
+        help="Untimed runs of the first batch before latency is measured.")] \
+        = Settings.warmup,
     out: Annotated[str | None, typer.Option(
         help="Folder for report.json, per-backend results (written as each finishes) and "
              "worker logs.")] = None,
@@ -145,7 +148,8 @@ def run(
              "the first --profile-samples samples) to tell which precision each backend really "
              "used, and which samples are at risk.")] = True,
     profile_samples: Annotated[int, typer.Option(
-        help="How many samples the emulations and the FP32-noise run use.")] = 20_000,
+        help="How many samples the emulations and the FP32-noise run use.")] \
+        = Settings.profile_samples,
     allow_pickle: Annotated[bool, typer.Option(
         help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
              "can run code. Only for files you trust.")] = False,
@@ -194,8 +198,7 @@ def run(
     from modelparity.api import audit
     from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
-    from modelparity.policy import evaluate, parse_policies
-    from modelparity.report.terminal import render
+    from modelparity.policy import parse_policies
 
     try:
         policies = parse_policies(fail_on)
@@ -213,9 +216,21 @@ def run(
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
+    finish(result, policies, show_flips=show_flips, junit=junit, markdown=markdown, html=html,
+           debug=debug, saved=os.path.join(out, "report.json") if out else None)
+
+
+def finish(result: object, policies: list, *, show_flips: int, junit: str | None,
+           markdown: str | None, html: str | None, debug: bool, saved: str | None = None
+           ) -> None:
+    """Render a result, gate it and exit: shared by `run` (a fresh audit) and `report` (a
+    saved one), so both give the same output and the same exit code."""
+    from modelparity.policy import evaluate
+    from modelparity.report.terminal import render
+
     render(result, console, show_flips=show_flips)
-    if out:
-        console.print(f"report: {os.path.join(out, 'report.json')}")
+    if saved:
+        console.print(f"report: {saved}")
     policy_report = evaluate(result, policies) if policies else None
     if policy_report is not None:
         for outcome in policy_report.outcomes:
@@ -239,10 +254,55 @@ def run(
     except OSError as exc:
         raise fail(f"--junit/--markdown/--html: cannot write {exc.filename}: {exc.strerror}",
                    debug) from None
-    if not result.ok:
+    if not result.ok:  # type: ignore[attr-defined]
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_POLICY if policy_report is not None and policy_report.failed
                      else EXIT_OK)
+
+
+@app.command()
+def report(
+    path: Annotated[str, typer.Argument(
+        help="A report.json written by 'run --out' (or audit(out=...)).")],
+    show_flips: Annotated[int, typer.Option(help="How many flipped samples to list per "
+                                                 "backend in the terminal.")] = 10,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", metavar="EXPR",
+        help="A policy, as for 'run' (flips>0, max_abs>1e-4, precision!=fp32, ...); "
+             "repeat, or separate with commas.")] = None,
+    junit: Annotated[str | None, typer.Option("--junit", metavar="PATH",
+                                              help="Write JUnit XML here.")] = None,
+    markdown: Annotated[str | None, typer.Option("--markdown", metavar="PATH",
+                                                 help="Write a Markdown summary here.")]
+        = None,
+    html: Annotated[str | None, typer.Option("--html", metavar="PATH",
+                                             help="Write the HTML report here.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Render and gate a saved audit without running anything again.
+
+    Reads PATH (report.json; the per-sample decisions saved beside it
+    in backends/ come back too, for the HTML score scatter), shows it
+    as 'run' did, writes --html/--markdown/--junit, and applies
+    --fail-on. Exit code 0 when every backend had run and every policy
+    holds, 1 when a policy fails, 2 on an error (an unreadable report,
+    or a backend that had failed).
+    """
+    from modelparity.policy import parse_policies
+    from modelparity.result import AuditResult
+
+    try:
+        policies = parse_policies(fail_on)
+        try:
+            result = AuditResult.load(path)
+        except OSError as exc:
+            raise ModelParityError(f"{path}: cannot read the report: {exc.strerror}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelParityError(f"{path}: not a modelparity report.json ({exc})") from None
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    finish(result, policies, show_flips=show_flips, junit=junit, markdown=markdown, html=html,
+           debug=debug)
 
 
 @app.command()

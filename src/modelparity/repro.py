@@ -21,7 +21,7 @@ from modelparity.inputs import InputSource, conform_batch
 from modelparity.knowledge.rules import PRECISION_WORDS
 from modelparity.model import PreparedModel
 from modelparity.result import AuditResult, BackendResult
-from modelparity.spec import BackendSpec, slug
+from modelparity.spec import BackendSpec
 
 REPRO_SAMPLES = 8
 
@@ -60,28 +60,22 @@ def _side(spec: BackendSpec) -> dict[str, Any]:
 
 
 def write_repros(result: AuditResult, model: PreparedModel, source: InputSource,
-                 batch_size: int, out: str) -> list[str]:
-    """Write a repro for every candidate with a fixable finding; set `BackendResult.repro`."""
+                 batch_size: int) -> list[str]:
+    """Write the repro script of every candidate the analysis gave a repro path
+    (`BackendResult.repro`), with its inputs beside it."""
     written = []
     for backend in result.candidates:
         fixed = next((f.fixed_spec for f in backend.findings if f.fixed_spec), None)
-        spec = parse_spec(backend.spec)
-        repro = get_runtime(spec.runtime).repro
-        if fixed is None or repro is None:
+        if backend.repro is None or fixed is None:
             continue
-        if repro.needs_factory and (model.torch_source is None
-                                    or model.torch_source.kind != "factory"):
-            continue
-        folder = os.path.join(out, "repro", slug(backend.spec)[:80])
+        folder = os.path.dirname(backend.repro)
         os.makedirs(folder, exist_ok=True)
         indices = _indices(backend, result.inputs["samples"])
         np.savez(os.path.join(folder, "inputs.npz"),
                  **gather_inputs(source, model, indices, batch_size))
-        path = os.path.join(folder, "repro.py")
-        with open(path, "w") as handle:
+        with open(backend.repro, "w") as handle:
             handle.write(script(result, backend, model, parse_spec(fixed), indices))
-        backend.repro = path
-        written.append(path)
+        written.append(backend.repro)
     return written
 
 

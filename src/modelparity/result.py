@@ -1,4 +1,5 @@
-"""What an audit found, as dataclasses that serialise to report.json (see docs/report-schema.md).
+"""What an audit found, as frozen dataclasses that serialise to report.json and load back
+(`AuditResult.load`; see docs/report-schema.md). Made once, by `analyse`; never changed after.
 
 Bump `SCHEMA_VERSION` on any change a reader of report.json would notice.
 """
@@ -8,27 +9,52 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from modelparity.decisions import Decided, Flips, Metrics
-from modelparity.knowledge import Finding
+from modelparity.knowledge.matcher import Finding
 from modelparity.numerics import ErrorStats
 from modelparity.numerics.fingerprint import Fingerprint
+from modelparity.numerics.latency import Latency
 from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
-from modelparity.runner import Latency
 from modelparity.serialize import jsonable
 
-if TYPE_CHECKING:
-    from modelparity.fixes import FixOutcome
-
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 
-@dataclass
+@dataclass(frozen=True)
+class FixOutcome:
+    """A candidate with a finding beside its fixed variant: what the fix buys (flips, errors)
+    and what it costs (latency), from the same audit on the same inputs."""
+
+    backend: str
+    fixed: str
+    rules: list[str]
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """Median batch latency of the fixed variant over the original's (the fix's price)."""
+        before, after = self.before["p50_ms"], self.after["p50_ms"]
+        return after / before if before and after is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "fixed": self.fixed, "rules": self.rules,
+                "before": self.before, "after": self.after,
+                "latency_ratio": self.latency_ratio}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FixOutcome:
+        return cls(data["backend"], data["fixed"], list(data["rules"]), dict(data["before"]),
+                   dict(data["after"]))
+
+
+@dataclass(frozen=True)
 class BackendResult:
     spec: str
     role: str  # "reference" or "candidate"
@@ -49,6 +75,7 @@ class BackendResult:
     fixed_by: str | None = None  # the spec of its fixed variant, when run with fix=True
     fix_of: str | None = None  # for a fixed variant: the spec it fixes
     repro: str | None = None  # the standalone repro script written for its findings
+    resumed: bool = False  # read back from an earlier run's folder (--resume), not run again
 
     @property
     def ok(self) -> bool:
@@ -104,10 +131,33 @@ class BackendResult:
             "fixed_by": self.fixed_by,
             "fix_of": self.fix_of,
             "repro": self.repro,
+            "resumed": self.resumed,
         })
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], decided: Decided | None = None) -> BackendResult:
+        """Inverse of `to_dict`. report.json holds no per-sample decisions: pass them as
+        `decided` where they were saved beside it (`AuditResult.load` does)."""
+        flips = data.get("flips")
+        return cls(
+            spec=data["spec"], role=data["role"], status=data["status"], error=data.get("error"),
+            failure=data.get("failure"), description=data.get("description") or {},
+            latency=Latency.from_dict(data["latency"]) if data.get("latency") else None,
+            errors={name: ErrorStats.from_dict(stats)
+                    for name, stats in (data.get("errors") or {}).items()},
+            flips=Flips.from_dict(flips) if flips else None,
+            metrics=Metrics.from_dict(data["metrics"]) if data.get("metrics") else None,
+            metric_deltas=data.get("metric_deltas"),
+            decided=decided,
+            fingerprint=(Fingerprint.from_dict(data["fingerprint"]) if data.get("fingerprint")
+                         else None),
+            at_risk_flips=data.get("at_risk_flips"),
+            findings=[Finding.from_dict(f, data["spec"]) for f in data.get("findings") or []],
+            fixed_by=data.get("fixed_by"), fix_of=data.get("fix_of"), repro=data.get("repro"),
+            resumed=bool(data.get("resumed", False)))
 
-@dataclass
+
+@dataclass(frozen=True)
 class AuditResult:
     model: dict[str, Any]  # source, onnx_path, exporter, inputs, outputs
     inputs: dict[str, Any]  # description, samples, batch_size
@@ -168,6 +218,42 @@ class AuditResult:
             json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
         os.replace(tmp, path)
         return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], decisions: Any = None) -> AuditResult:
+        """Inverse of `to_dict`. `decisions(spec) -> Decided | None` supplies the per-sample
+        decisions report.json does not hold (the score scatter needs them)."""
+        major = str(data.get("schema_version", "")).split(".")[0]
+        if data.get("tool") != "modelparity" or major != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(f"not a modelparity report of schema {SCHEMA_VERSION.split('.')[0]}"
+                             f".x (tool {data.get('tool')!r}, schema "
+                             f"{data.get('schema_version')!r})")
+
+        def backend(item: dict[str, Any]) -> BackendResult:
+            return BackendResult.from_dict(item, decisions(item["spec"]) if decisions else None)
+
+        return cls(
+            model=data["model"], inputs=data["inputs"], task=data["task"],
+            labels=data.get("labels"), reference=backend(data["reference"]),
+            candidates=[backend(c) for c in data["candidates"]],
+            environment=data.get("environment") or {},
+            profiles={label: backend(p) for label, p in (data.get("profiles") or {}).items()},
+            at_risk=[AtRisk.from_dict(a) for a in data.get("at_risk") or []],
+            fixes=[FixOutcome.from_dict(f) for f in data.get("fixes") or []],
+        )
+
+    @classmethod
+    def load(cls, path: str) -> AuditResult:
+        """A saved report.json; the per-sample decisions saved beside it (backends/*.npz, when
+        the audit wrote them) come back too. `ValueError` for a file that is not a report."""
+        from modelparity.decisions.store import decided_path, load_decided
+
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError("not a modelparity report (expected a JSON object)")
+        folder = os.path.join(os.path.dirname(os.path.abspath(path)), "backends")
+        return cls.from_dict(data, lambda spec: load_decided(decided_path(folder, spec)))
 
 
 def _key(text: str) -> str:

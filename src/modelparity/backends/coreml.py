@@ -45,7 +45,7 @@ from modelparity.backends.runtime import Option, Runtime
 from modelparity.backends.standin import REPORTED, Prediction, StandIn
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
 from modelparity.model import PreparedModel
-from modelparity.signature import TensorInfo
+from modelparity.model.signature import TensorInfo
 from modelparity.spec import BackendSpec
 
 #: Spec target -> `ct.ComputeUnit` member.

@@ -61,6 +61,10 @@ def reported_options(description: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in (description.get("compiled_properties") or {}).items()}
 
 
+def repro_side(spec: BackendSpec) -> dict[str, Any]:
+    return {"device": device_name(spec), "properties": spec.options}
+
+
 def device_name(spec: BackendSpec) -> str:
     return spec.target.upper()
 
@@ -214,7 +218,7 @@ RUNTIME = _OpenVINORuntime(
     target_words="device",
     options=PROPERTIES,
     reported_options=reported_options,
-    repro=Repro(lambda spec: {"device": spec.target.upper(), "properties": spec.options},
+    repro=Repro(repro_side,
                 REPRO_RUNNER),
     rules=("modelparity.knowledge", "rules/openvino.toml"),
 )

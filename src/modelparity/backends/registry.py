@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-from importlib import metadata
 from typing import Any
 
 from modelparity.backends.runtime import Runtime
@@ -38,6 +37,8 @@ def _declaration(value: Any, where: str) -> Runtime:
 @functools.cache
 def runtimes() -> dict[str, Runtime]:
     """{spec prefix: declaration}, built-ins first, then installed third-party runtimes."""
+    from importlib import metadata  # scanning the installed distributions is not free
+
     found: dict[str, Runtime] = {}
     for name in BUILTIN:
         declared = _declaration(importlib.import_module(name), name)
@@ -87,11 +88,13 @@ def parse_spec(text: str | BackendSpec) -> BackendSpec:
     return spec
 
 
-def create_backend(spec: BackendSpec, prediction: Any = None) -> Any:
+def create_backend(spec: BackendSpec, prediction: Any = None,
+                   runtime: Runtime | None = None) -> Any:
     """Import the runtime's backend module and build its backend (not yet activated). Called in
     a worker process: this is where a runtime package is first imported. `prediction` (a
-    `standin.Prediction`) is given where the plan found that the runtime cannot execute here."""
-    runtime = get_runtime(spec.runtime)
+    `standin.Prediction`) is given where the plan found that the runtime cannot execute here;
+    `runtime`, the declaration, spares the worker looking up every installed runtime."""
+    runtime = runtime or get_runtime(spec.runtime)
     if runtime.package is not None:
         try:
             importlib.import_module(runtime.package)

@@ -64,9 +64,13 @@ def load_torch_module(source: TorchSource, origin: str) -> Any:
         return module
     if source.kind == "exported_program":
         # torch.export.load unpickles parts of the file: .pt2 files are trusted input
-        # (see modelparity.model._export_program)
+        # (see modelparity.model.export._export_program)
         return torch.export.load(source.entry).module()
     raise ModelError(f"{origin}: unknown torch source kind '{source.kind}'")
+
+
+def repro_side(spec: BackendSpec) -> dict[str, Any]:
+    return {"device": spec.target, "options": spec.options}
 
 
 def check_spec(spec: BackendSpec) -> dict[str, Any]:
@@ -274,7 +278,7 @@ RUNTIME = Runtime(
     targets={device: device for device in DEVICES},
     target_words="device",
     options=OPTIONS,
-    repro=Repro(lambda spec: {"device": spec.target, "options": spec.options},
+    repro=Repro(repro_side,
                 REPRO_RUNNER, needs_factory=True),
     rules=("modelparity.knowledge", "rules/torch.toml"),
 )

@@ -28,7 +28,7 @@ from modelparity.inputs.base import (
     rebatch,
     takes_text,
 )
-from modelparity.signature import Signature
+from modelparity.model.signature import Signature
 
 # What a corrupt or truncated file can raise while we read it.
 _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from modelparity.errors import InputError
-from modelparity.signature import Signature, TensorInfo
+from modelparity.model.signature import Signature, TensorInfo
 
 Batch = dict[str, np.ndarray]
 

@@ -18,7 +18,7 @@ from typing import Any
 from modelparity.entrypoints import load_entry_point
 from modelparity.errors import InputError
 from modelparity.inputs.base import Batch, conform_batch, one_line, rebatch
-from modelparity.signature import Signature
+from modelparity.model.signature import Signature
 
 
 def _load(spec: str, directory: str) -> Any:

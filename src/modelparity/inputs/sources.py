@@ -11,7 +11,7 @@ from modelparity.inputs.base import InputSource
 from modelparity.inputs.entrypoint import open_entry_point
 from modelparity.inputs.synthetic import open_synthetic
 from modelparity.inputs.tabular import open_csv, open_parquet
-from modelparity.signature import Signature
+from modelparity.model.signature import Signature
 
 ACCEPTED = (
     "a .npz (one array per input), a .npy (single-input models), a directory of .npz/.npy "

@@ -15,7 +15,7 @@ import numpy as np
 
 from modelparity.errors import InputError
 from modelparity.inputs.base import Batch, dims_text, rebatch
-from modelparity.signature import Signature, TensorInfo
+from modelparity.model.signature import Signature, TensorInfo
 
 MAX_BLOCK_SAMPLES = 1024
 BLOCK_BYTES = 16 * 1024 * 1024  # caps a block of large samples (images) at ~16 MiB

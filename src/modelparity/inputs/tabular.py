@@ -18,7 +18,7 @@ import numpy as np
 
 from modelparity.errors import InputError
 from modelparity.inputs.base import Batch, conform_batch, input_text, one_line, rebatch
-from modelparity.signature import Signature
+from modelparity.model.signature import Signature
 
 
 def _import(module: str, where: str) -> Any:

@@ -921,7 +921,10 @@ def _header(result: AuditResult) -> str:
 
 
 def render_html(result: AuditResult) -> str:
-    """The whole report as one HTML document (inline CSS and SVG, no scripts, no links)."""
+    """The whole report as one HTML document (inline CSS and SVG, no scripts, no links). The
+    same result renders to the same bytes, in any process and after any other render."""
+    global _CLIP_IDS
+    _CLIP_IDS = itertools.count(1)
     body = "".join([
         _header(result), _summary(result), _findings(result), _fingerprints(result),
         _histograms(result),

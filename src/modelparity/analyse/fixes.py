@@ -3,30 +3,9 @@ run in the same audit on the same inputs (`audit(..., fix=True)`, `modelparity r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from modelparity.result import AuditResult, BackendResult
-
-
-@dataclass
-class FixOutcome:
-    backend: str
-    fixed: str
-    rules: list[str]
-    before: dict[str, Any]
-    after: dict[str, Any]
-
-    @property
-    def latency_ratio(self) -> float | None:
-        """Median batch latency of the fixed variant over the original's (the fix's price)."""
-        before, after = self.before["p50_ms"], self.after["p50_ms"]
-        return after / before if before and after is not None else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "fixed": self.fixed, "rules": self.rules,
-                "before": self.before, "after": self.after,
-                "latency_ratio": self.latency_ratio}
+from modelparity.result import AuditResult, BackendResult, FixOutcome
 
 
 def _side(result: BackendResult) -> dict[str, Any]:

@@ -1,18 +1,22 @@
 """Which precision did each backend really use, and which samples were at risk?
 
-The audit runs the model a few more times on the first samples of the data: emulated in FP16,
-BF16, TF32 and INT8, and as FP32 noise (the reference's runtime with another thread count and
-graph optimisation level). Their error profiles against the reference are the yardsticks a
-candidate's own profile is matched against (`numerics.fingerprint`), beside the round-trip
-evidence from its outputs (`numerics.roundtrip`). Pure bookkeeping over results: no runtime.
+The audit runs the model a few more times on the first samples of the data (the plan's
+yardsticks): emulated in FP16, BF16, TF32 and INT8, and as FP32 noise (the reference's runtime
+with another thread count and graph optimisation level). Their error profiles against the
+reference are what a candidate's own profile is matched against (`numerics.fingerprint`),
+beside the round-trip evidence from its outputs (`numerics.roundtrip`). Pure functions over
+results: no runtime, and nothing is written into the results they read.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from modelparity.decisions import TaskConfig
 from modelparity.numerics.fingerprint import (
+    Fingerprint,
     Profile,
     fingerprint,
     merge_profiles,
@@ -27,24 +31,9 @@ from modelparity.numerics.risk import (
     error_scale,
 )
 from modelparity.numerics.roundtrip import compare_roundtrip
+from modelparity.plan import PROFILE_BACKENDS, PROFILE_SAMPLES
 from modelparity.result import BackendResult
 
-# Yardsticks by name; the first word is the precision. Runtimes round differently within one
-# precision (after every op; or only where values enter and leave fused compute layers, with
-# what runs before the first layer and after the last in FP32, as OpenVINO does; dynamic, 7-bit
-# or calibrated static INT8), so a precision may have several: the nearest one speaks for it.
-PROFILE_BACKENDS = {
-    "fp32": "ort:cpu?graph_optimization_level=basic&intra_op_num_threads=1",
-    "fp16": "emulate:fp16",
-    "fp16 layer": "emulate:fp16?rounding=layer",
-    "bf16": "emulate:bf16",
-    "bf16 layer": "emulate:bf16?rounding=layer",
-    "tf32": "emulate:tf32",
-    "int8": "emulate:int8",
-    "int8 7-bit": "emulate:int8?reduce_range=1",
-    "int8 static": "emulate:int8?mode=static",
-}
-PROFILE_SAMPLES = 20_000  # an error profile needs a sample of the data, not all of it
 THRESHOLD_FORMATS = ("fp16", "bf16", "tf32")
 # Both scores of an argmax margin (top1 - top2) can move, so the margin moves up to twice as far.
 # Multi-label is left out: its per-sample score is the class nearest its threshold, which can be
@@ -90,15 +79,17 @@ def at_risk(task: TaskConfig, reference: BackendResult,
     return risks
 
 
-def precision_findings(task: TaskConfig, reference: BackendResult,
-                       candidates: list[BackendResult],
-                       profiles: dict[str, BackendResult]) -> list[AtRisk]:
-    """Fingerprint every candidate that ran; return the at-risk counts per precision."""
+def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[BackendResult],
+                 profiles: dict[str, BackendResult]
+                 ) -> tuple[list[AtRisk], dict[str, tuple[Fingerprint, dict[str, Any] | None]]]:
+    """The at-risk counts per precision, and for every candidate that ran: its fingerprint and
+    how many of its flips were predicted at risk (by spec)."""
     yardsticks = {name: error_profile(precision_of(name), result)
                   for name, result in profiles.items() if result.ok}
     usable = {name: p for name, p in yardsticks.items() if p is not None}
     risks = at_risk(task, reference, profiles)
     by_error = {r.precision: r for r in risks if r.method == "error"}
+    found: dict[str, tuple[Fingerprint, dict[str, Any] | None]] = {}
     for candidate in candidates:
         if not candidate.ok:
             continue
@@ -114,15 +105,20 @@ def precision_findings(task: TaskConfig, reference: BackendResult,
             if label not in nearest or (profile_distance(own, profile)
                                         < profile_distance(own, usable[nearest[label]])):
                 nearest[label] = name
-        candidate.fingerprint = fingerprint(
+        found_print = fingerprint(
             own, {label: usable[name] for label, name in nearest.items()}, evidence)
-        verdict = candidate.measured_precision
-        name = nearest.get(verdict or "")
+        name = nearest.get(found_print.verdict or "")
+        at_risk_flips = None
         if name in by_error and candidate.flips is not None and candidate.flips.count:
             predicted = set(by_error[name].indices.tolist())
             flipped = candidate.flips.index.tolist()
-            candidate.at_risk_flips = {
+            at_risk_flips = {
                 "precision": name, "method": "error",
                 "flips_in_at_risk_set": sum(i in predicted for i in flipped),
                 "flips": len(flipped)}
-    return risks
+        found[candidate.spec] = (found_print, at_risk_flips)
+    return risks, found
+
+
+__all__ = ["PROFILE_BACKENDS", "PROFILE_SAMPLES", "at_risk", "error_profile", "fingerprints",
+           "precision_of"]

@@ -93,6 +93,10 @@ class OutputSpool:
     def total_rows(self) -> int:
         return sum(self.rows)
 
+    def reader(self) -> SpoolReader:
+        """The reference outputs again, read in any number of rows at a time."""
+        return SpoolReader(self)
+
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
         """The reference outputs again, in the batches they were written in."""
         handles = [open(os.path.join(self.directory, _file_name(i)), "rb")  # noqa: SIM115
@@ -110,3 +114,31 @@ class OutputSpool:
         finally:
             for handle in handles:
                 handle.close()
+
+
+class SpoolReader:
+    """Reads a finished spool front to back, `read(rows)` at a time: a candidate's blocks need
+    not have the reference's boundaries."""
+
+    def __init__(self, spool: OutputSpool) -> None:
+        self.spool = spool
+        self.remaining = spool.total_rows
+        self._handles = [open(os.path.join(spool.directory, _file_name(i)), "rb")  # noqa: SIM115
+                         for i in range(len(spool.names))]
+
+    def read(self, rows: int) -> dict[str, np.ndarray] | None:
+        """The next `rows` rows of every output; None when fewer than that are left."""
+        if rows > self.remaining:
+            return None
+        self.remaining -= rows
+        out = {}
+        for index, name in enumerate(self.spool.names):
+            dtype = np.dtype(self.spool.dtypes[index])
+            shape = (rows, *self.spool.sample_shapes[index])
+            count = int(np.prod(shape))
+            out[name] = np.fromfile(self._handles[index], dtype=dtype, count=count).reshape(shape)
+        return out
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.close()

@@ -1,0 +1,277 @@
+"""Execute a plan: every backend in its own worker, its outputs streamed into a sink.
+
+The reference's sink spools its outputs to disk and accumulates its decisions; a candidate's
+sink reads the spool back row for row and accumulates errors, decisions and round-trip counts.
+One function (`run_backend`) runs any backend into any sink; resume (`cache.py`) is a cache
+around it. What comes out is one frozen `BackendRun` per planned backend: raw accumulations,
+nothing decided yet (that is `analyse`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelparity.decisions import DecisionAccumulator, DecisionHead
+from modelparity.errors import ModelParityError
+from modelparity.execute import cache
+from modelparity.execute.outcome import FAILED, OK, SKIPPED, BackendRun
+from modelparity.execute.protocol import Block
+from modelparity.execute.runner import BackendFailed, BackendWorker
+from modelparity.execute.spool import OutputSpool, SpoolReader
+from modelparity.inputs import InputSource
+from modelparity.model import PreparedModel
+from modelparity.numerics import ErrorAccumulator
+from modelparity.numerics.roundtrip import RoundTripAccumulator
+from modelparity.plan import Plan, Planned, Settings
+from modelparity.spec import slug
+
+
+class Progress(Protocol):
+    """Receives progress as backends run (the CLI draws a bar from it)."""
+
+    def start(self, spec: str, total: int | None) -> None: ...
+    def advance(self, spec: str, rows: int) -> None: ...
+    def finish(self, spec: str, result: Any) -> None: ...
+
+
+class NoProgress:
+    def start(self, spec: str, total: int | None) -> None: ...
+    def advance(self, spec: str, rows: int) -> None: ...
+    def finish(self, spec: str, result: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every backend of one audit shares."""
+
+    model: PreparedModel
+    source: InputSource
+    profile_source: InputSource  # the first samples only, for the yardsticks
+    head: DecisionHead
+    output: str  # the output the decision is made on
+    workdir: str
+    key: str  # the run's identity, so --resume never mixes settings
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Execution:
+    runs: dict[str, BackendRun]  # by canonical spec key
+    samples: int  # how many samples the reference ran
+
+
+# sinks -------------------------------------------------------------------------------------
+class ReferenceSink:
+    """Spools the reference's outputs and accumulates its decisions and round-trip counts."""
+
+    def __init__(self, spool: OutputSpool, head: DecisionHead, output: str, samples: int | None,
+                 roundtrip: bool) -> None:
+        self.spool = spool
+        self.head = head
+        self.output = output
+        self.decisions = DecisionAccumulator(samples)
+        self.roundtrip = RoundTripAccumulator() if roundtrip else None
+
+    def update(self, block: Block) -> None:
+        outputs = {name: np.asarray(value) for name, value in block.outputs.items()}
+        self.spool.write(outputs)
+        if self.roundtrip is not None:
+            for value in outputs.values():
+                if value.dtype.kind == "f":
+                    self.roundtrip.update(value)
+        self.decisions.update(self.head.decide(outputs[self.output]))
+
+    def finish(self) -> None:
+        self.spool.finish()
+
+    def result(self) -> dict[str, Any]:
+        return {"decided": self.decisions.result(),
+                "roundtrip": self.roundtrip.result() if self.roundtrip else None}
+
+
+class CompareSink:
+    """Compares a candidate with the spooled reference, row for row, and accumulates errors per
+    output, decisions and round-trip counts. With `partial` (a yardstick run on the first
+    samples only) it may stop before the reference's last row."""
+
+    def __init__(self, reader: SpoolReader, head: DecisionHead, output: str,
+                 samples: int | None, roundtrip: bool, partial: bool = False) -> None:
+        self.reader = reader
+        self.head = head
+        self.output = output
+        self.partial = partial
+        self.errors: dict[str, ErrorAccumulator] = {}
+        self.decisions = DecisionAccumulator(samples)
+        self.roundtrip = RoundTripAccumulator() if roundtrip else None
+
+    def update(self, block: Block) -> None:
+        reference = self.reader.read(sum(block.rows))
+        if reference is None:
+            raise BackendFailed("compare", "mismatch", "returned more samples than the "
+                                "reference")
+        if set(block.outputs) != set(reference):
+            raise BackendFailed("compare", "mismatch",
+                                f"outputs {sorted(block.outputs)} do not match the reference's "
+                                f"{sorted(reference)}")
+        for name, ref in reference.items():
+            cand = np.asarray(block.outputs[name])
+            if cand.shape != ref.shape:
+                raise BackendFailed("compare", "mismatch",
+                                    f"output '{name}' has shape {cand.shape}, the reference's "
+                                    f"is {ref.shape}")
+            if name not in self.errors:
+                self.errors[name] = ErrorAccumulator(ref.dtype)
+            self.errors[name].update(ref, cand)
+            if self.roundtrip is not None and cand.dtype.kind == "f":
+                self.roundtrip.update(cand)
+        self.decisions.update(self.head.decide(np.asarray(block.outputs[self.output])))
+
+    def finish(self) -> None:
+        if not self.partial and self.reader.remaining:
+            raise BackendFailed("compare", "mismatch", "returned fewer samples than the "
+                                "reference")
+
+    def result(self) -> dict[str, Any]:
+        return {"errors": {name: acc.result() for name, acc in self.errors.items()},
+                "decided": self.decisions.result(),
+                "roundtrip": self.roundtrip.result() if self.roundtrip else None}
+
+
+# running -----------------------------------------------------------------------------------
+def _failed(planned: Planned, failure: BackendFailed, description: dict[str, Any]
+            ) -> BackendRun:
+    info: dict[str, Any] = {"stage": failure.stage, "kind": failure.kind}
+    if failure.detail:
+        info["traceback"] = failure.detail
+    return BackendRun(planned.text, planned.role, FAILED, failure.message, info, description)
+
+
+def run_backend(planned: Planned, worker: BackendWorker, sink: ReferenceSink | CompareSink,
+                progress: Progress, expected: int | None) -> BackendRun:
+    """Stream one backend's outputs into `sink`; its `BackendRun`, failed or not."""
+    progress.start(planned.text, expected)
+    try:
+        for block in worker.blocks():
+            sink.update(block)
+            progress.advance(planned.text, sum(block.rows))
+        sink.finish()
+    except BackendFailed as failure:
+        run = _failed(planned, failure, worker.description)
+        progress.finish(planned.text, run)
+        return run
+    finally:
+        worker.close()
+    run = BackendRun(planned.text, planned.role, OK, description=worker.description,
+                     latency=worker.latency(), **sink.result())
+    progress.finish(planned.text, run)
+    return run
+
+
+def _start(planned: Iterable[Planned], context: Context, source: InputSource,
+           settings: Settings) -> dict[str, BackendWorker]:
+    """Start every worker at once and wait until all have loaded their model: loading
+    overlaps, and no backend's timed batches ever run beside another's loading."""
+    workers = {}
+    for item in planned:
+        log = os.path.join(context.workdir, "logs", slug(item.text) + ".log")
+        workers[item.key] = BackendWorker(item.spec, context.model, source, settings.batch_size,
+                                          timeout=settings.timeout, warmup=settings.warmup,
+                                          log_path=log, prediction=item.prediction)
+    for worker in workers.values():
+        worker.start()
+    for worker in workers.values():
+        try:
+            worker.wait_ready()
+        except BackendFailed as failure:
+            worker.load_failure = failure
+    return workers
+
+
+def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
+    """Run every backend of the plan; with `resume`, reuse those an earlier run in the same
+    folder finished with the same settings."""
+    os.makedirs(os.path.join(context.workdir, "logs"), exist_ok=True)
+    folder = os.path.join(context.workdir, "backends")
+    os.makedirs(folder, exist_ok=True)
+    fingerprint = plan.settings.fingerprint
+    runs: dict[str, BackendRun] = {}
+    ref = plan.reference
+    found = cache.saved_reference(context.workdir, ref, context.key) if resume else None
+    saved = ({p.key: cache.load(folder, p, context.key)
+              for p in (*plan.candidates, *plan.yardsticks)} if found else {})
+    to_start = [p for p in plan.candidates if saved.get(p.key) is None]
+    workers = _start([ref, *to_start] if found is None else to_start, context, context.source,
+                     plan.settings)
+    try:
+        if found is None:
+            spool = OutputSpool(os.path.join(context.workdir, "reference"))
+            spool.begin(context.key)
+            sink = ReferenceSink(spool, context.head, context.output,
+                                 context.source.num_samples, fingerprint)
+            try:
+                reference = run_backend(ref, workers[ref.key], sink, context.progress,
+                                        context.source.num_samples)
+            except ModelParityError as exc:  # e.g. the task does not fit the model's output
+                spool.abandon()
+                raise type(exc)(str(exc)) from None
+            if reference.ok:
+                cache.save(reference, folder, context.key)
+            else:
+                spool.abandon()
+        else:
+            reference, spool = found
+            context.progress.finish(ref.text, reference)
+        runs[ref.key] = reference
+        samples = spool.total_rows if reference.ok else (context.source.num_samples or 0)
+
+        def compare(item: Planned, worker: BackendWorker, partial: bool) -> BackendRun:
+            if not reference.ok:
+                worker.close()
+                run = BackendRun(item.text, item.role, SKIPPED,
+                                 f"not run: the reference {ref.text} failed")
+                context.progress.finish(item.text, run)
+                return run
+            expected = context.profile_source.num_samples if partial else samples
+            reader = spool.reader()
+            try:
+                sink = CompareSink(reader, context.head, context.output, expected,
+                                   fingerprint, partial=partial)
+                run = run_backend(item, worker, sink, context.progress, expected or None)
+            finally:
+                reader.close()
+            if run.ok:
+                cache.save(run, folder, context.key)
+            return run
+
+        for item in plan.candidates:
+            restored = saved.get(item.key)
+            if restored is not None:
+                context.progress.finish(item.text, restored)
+                runs[item.key] = restored
+            else:
+                runs[item.key] = compare(item, workers[item.key], partial=False)
+        pending = []
+        for item in plan.yardsticks:
+            restored = saved.get(item.key)
+            if restored is not None:
+                context.progress.finish(item.text, restored)
+                runs[item.key] = restored
+            else:
+                pending.append(item)
+        # The yardsticks load a wave at a time (one per core), not all at once: each holds a
+        # copy of the model, and their timings are not reported, so overlap does not matter.
+        wave = max(1, os.cpu_count() or 1)
+        for start in range(0, len(pending), wave):
+            chunk = pending[start:start + wave]
+            workers.update(_start(chunk, context, context.profile_source, plan.settings))
+            for item in chunk:
+                runs[item.key] = compare(item, workers[item.key], partial=True)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return Execution(runs, samples)

@@ -1,0 +1,160 @@
+"""The worker process: runs one backend over all batches and streams its outputs back.
+
+Started as `python -P -m modelparity.execute.worker <fd>` (see `protocol.py`): a fresh
+interpreter that imports the runtime, so a runtime that segfaults, hangs or leaks takes only
+this process with it. It reads its `Job`, sets the spec's env.* variables, loads the model and
+runs the warm-up on the first batch, sends `Ready`, waits for "go" (so no backend's timed
+batches overlap another's), then sends the outputs in `Block`s and a final `Done`; on a Python
+exception, `Failed` with the stage it happened in.
+
+Outputs cross the process boundary in blocks of batches (up to BLOCK_BYTES, BLOCK_BATCHES or
+BLOCK_SECONDS, whichever comes first), not one message per inference call; each call is still
+timed on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from modelparity.backends.options import first_line
+from modelparity.backends.registry import create_backend
+from modelparity.errors import ModelParityError
+from modelparity.execute.protocol import (
+    Block,
+    Done,
+    Failed,
+    Ready,
+    StageMarker,
+    redirect_output,
+    serve,
+)
+from modelparity.execute.runner import Job
+from modelparity.inputs import conform_batch
+from modelparity.spec import BackendSpec
+
+BLOCK_BYTES = 8 << 20  # outputs per block
+BLOCK_BATCHES = 256
+BLOCK_SECONDS = 0.25  # a slow model still reports progress (and beats --timeout) often
+
+
+class _Block:
+    """Batches gathered until the block is full."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.rows: list[int] = []
+        self.seconds: list[float] = []
+        self.outputs: list[dict[str, np.ndarray]] = []
+        self.bytes = 0
+        self.started = time.perf_counter()
+
+    def add(self, rows: int, seconds: float, outputs: dict[str, Any]) -> None:
+        arrays = {name: np.asarray(value) for name, value in outputs.items()}
+        self.rows.append(rows)
+        self.seconds.append(seconds)
+        self.outputs.append(arrays)
+        self.bytes += sum(a.nbytes for a in arrays.values())
+
+    @property
+    def full(self) -> bool:
+        return (self.bytes >= BLOCK_BYTES or len(self.rows) >= BLOCK_BATCHES
+                or time.perf_counter() - self.started >= BLOCK_SECONDS)
+
+    def message(self) -> Block:
+        first = self.outputs[0]
+        if len(self.outputs) == 1:
+            joined = first
+        else:
+            joined = {}
+            for name in first:
+                parts = [batch[name] for batch in self.outputs]
+                same = all(p.shape[1:] == parts[0].shape[1:] for p in parts)
+                # a shape that changes between batches is the reference's (or compare's) error
+                # to report, with the batch it happened in: send those batches one by one
+                if not same:
+                    raise _Uneven()
+                joined[name] = np.concatenate(parts)
+        return Block(self.index, tuple(self.rows), tuple(self.seconds), joined)
+
+
+class _Uneven(Exception):
+    pass
+
+
+def _send(conn: Connection, block: _Block) -> None:
+    try:
+        conn.send(block.message())
+    except _Uneven:
+        for offset, (rows, seconds, outputs) in enumerate(
+                zip(block.rows, block.seconds, block.outputs, strict=True)):
+            conn.send(Block(block.index + offset, (rows,), (seconds,), outputs))
+
+
+def run_job(job: Job, conn: Connection) -> None:
+    stage = "load"
+    try:
+        os.environ.update(job.spec.env)  # before the runtime is imported: it may read them once
+        backend = create_backend(job.spec, job.prediction, job.runtime)
+        backend.activate(job.model)
+        where = job.source.describe()
+        stage = "warm-up"
+        # Warm up while loading, before Ready: untimed work overlaps other workers' loading.
+        first = next(iter(job.source.batches(job.batch_size)), None)
+        if first is not None:
+            feed = conform_batch(first, job.model.signature, where)
+            for _ in range(job.warmup):
+                backend.infer(feed)
+        conn.send(Ready(_describe(backend, job.spec)))
+        conn.recv()  # "go": wait while other backends run, so timings never overlap
+        block = _Block(0)
+        marker = StageMarker(job.stage_path)
+        for index, batch in enumerate(job.source.batches(job.batch_size)):
+            stage = f"batch {index}"
+            marker.mark(index)
+            feed = conform_batch(batch, job.model.signature, where)
+            start = time.perf_counter()
+            outputs = backend.infer(feed)
+            seconds = time.perf_counter() - start
+            block.add(len(next(iter(feed.values()))), seconds, outputs)
+            if block.full:
+                _send(conn, block)
+                block = _Block(index + 1)
+        if block.rows:
+            _send(conn, block)
+        stage = "finish"
+        description = _describe(backend, job.spec)
+        backend.deactivate()
+        conn.send(Done(description))
+    except ModelParityError as exc:
+        conn.send(Failed(stage, "user", str(exc), traceback.format_exc()))
+    except BaseException as exc:  # anything else the runtime throws is a finding
+        message = f"{type(exc).__name__}: {first_line(exc)}"
+        conn.send(Failed(stage, "exception", message, traceback.format_exc()))
+
+
+def _describe(backend: Any, spec: BackendSpec) -> dict[str, Any]:
+    description = backend.describe()
+    if spec.env:
+        description["env"] = spec.env
+    return description
+
+
+def _handle(conn: Connection) -> None:
+    # `py:` backends and PyTorch factories may live in the directory the user ran modelparity
+    # in: it goes last on the path (`python -P` left it off), so a stray onnxruntime.py there
+    # never shadows the runtime.
+    sys.path.append(os.getcwd())
+    job: Job = conn.recv()
+    redirect_output(job.log_path)
+    run_job(job, conn)
+
+
+if __name__ == "__main__":
+    serve(_handle)

@@ -1,0 +1,147 @@
+"""Plan an audit before any process starts (pure: no runtime, no I/O).
+
+Every spec is parsed and checked here with its runtime's own declaration, so a misspelt option
+fails the whole audit at once, not as a failed row after the reference has run. The plan names
+every backend that will run, by canonical spec: the reference, the candidates (each followed by
+its fixed variant with `fix`), the yardsticks the fingerprint needs, and, for a runtime that
+cannot execute on this machine, the precision predicted for it and the stand-in that runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from modelparity.backends.registry import get_runtime, parse_spec
+from modelparity.backends.standin import Prediction
+from modelparity.errors import InputError, SpecError
+from modelparity.knowledge import fixed_spec, lint, predicted_precision
+from modelparity.spec import BackendSpec
+
+DEFAULT_REFERENCE = "ort:cpu"
+PROFILE_SAMPLES = 20_000  # an error profile needs a sample of the data, not all of it
+# Yardsticks by name; the first word is the precision. Runtimes round differently within one
+# precision (after every op; or only where values enter and leave fused compute layers, with
+# what runs before the first layer and after the last in FP32, as OpenVINO does; dynamic, 7-bit
+# or calibrated static INT8), so a precision may have several: the nearest one speaks for it.
+PROFILE_BACKENDS = {
+    "fp32": "ort:cpu?graph_optimization_level=basic&intra_op_num_threads=1",
+    "fp16": "emulate:fp16",
+    "fp16 layer": "emulate:fp16?rounding=layer",
+    "bf16": "emulate:bf16",
+    "bf16 layer": "emulate:bf16?rounding=layer",
+    "tf32": "emulate:tf32",
+    "int8": "emulate:int8",
+    "int8 7-bit": "emulate:int8?reduce_range=1",
+    "int8 static": "emulate:int8?mode=static",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the backends run; every default is here, once (the CLI reads them too)."""
+
+    batch_size: int = 256
+    timeout: float = 300.0
+    warmup: int = 3
+    fingerprint: bool = True
+    profile_samples: int = PROFILE_SAMPLES
+    fix: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size: expected a positive integer, got {self.batch_size}")
+        if self.warmup < 0:
+            raise InputError(f"--warmup: expected an integer >= 0, got {self.warmup}")
+        if self.timeout <= 0:
+            raise InputError(f"--timeout: expected a positive number of seconds, got "
+                             f"{self.timeout}")
+        if self.profile_samples < 1:
+            raise InputError(f"--profile-samples: expected a positive count, got "
+                             f"{self.profile_samples}")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One backend the audit will run."""
+
+    spec: BackendSpec
+    role: str  # reference | candidate | profile
+    label: str | None = None  # a yardstick's name ("bf16 layer")
+    fix_of: str | None = None  # a fixed variant: the spec text of the candidate it fixes
+    fixed_by: str | None = None  # a candidate with a fixable finding: its fixed variant
+    prediction: Prediction | None = None  # cannot execute here: what a stand-in emulates
+
+    @property
+    def text(self) -> str:
+        return self.spec.text
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+
+@dataclass(frozen=True)
+class Plan:
+    reference: Planned
+    candidates: tuple[Planned, ...]
+    yardsticks: tuple[Planned, ...] = ()
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def backends(self) -> tuple[Planned, ...]:
+        return (self.reference, *self.candidates, *self.yardsticks)
+
+
+def predict(spec: BackendSpec) -> Prediction | None:
+    """For a runtime that cannot execute here (Core ML's provider off macOS): the precision the
+    knowledge base expects of this configuration, which an emulation then stands in for."""
+    runtime = get_runtime(spec.runtime)
+    reason = runtime.cannot_execute(spec) if runtime.cannot_execute else None
+    if reason is None:
+        return None
+    findings = lint(spec)
+    rules = ", ".join(f.rule.id for f in findings) or "no rule applies"
+    return Prediction(predicted_precision(findings), reason=reason,
+                      basis=f"the knowledge base ({rules}) for these provider options")
+
+
+def make_plan(backends: Sequence[str | BackendSpec], reference: str | BackendSpec =
+              DEFAULT_REFERENCE, settings: Settings | None = None) -> Plan:
+    """Parse and check every spec, and name every backend the audit will run. Raises
+    `SpecError` (one line) for a bad spec, before anything has started."""
+    settings = settings or Settings()
+    ref = parse_spec(reference)
+    specs: list[BackendSpec] = []
+    for value in backends:
+        spec = parse_spec(value)
+        if spec.key != ref.key and spec.key not in {s.key for s in specs}:
+            specs.append(spec)
+    if not specs:
+        raise SpecError("--backend: name at least one backend besides the reference "
+                        f"({ref.text})")
+    ordered: list[BackendSpec] = []
+    fixes: dict[str, BackendSpec] = {}  # a candidate's key -> its fixed variant
+    taken = {ref.key, *(s.key for s in specs)}
+    for spec in specs:
+        ordered.append(spec)
+        fixed = fixed_spec(spec, lint(spec)) if settings.fix else None
+        if fixed is None or fixed.key == ref.key:
+            continue
+        fixes[spec.key] = fixed
+        if fixed.key not in taken:  # run right after the candidate it fixes
+            taken.add(fixed.key)
+            ordered.append(fixed)
+    text_of = {spec.key: spec.text for spec in ordered}
+    fix_of = {fixed.key: text_of[key] for key, fixed in fixes.items()}
+    candidates = tuple(
+        Planned(spec, "candidate", fix_of=fix_of.get(spec.key),
+                fixed_by=text_of[fixes[spec.key].key] if spec.key in fixes else None,
+                prediction=predict(spec))
+        for spec in ordered)
+    yardsticks = tuple(
+        Planned(parse_spec(text), "profile", label=label)
+        for label, text in PROFILE_BACKENDS.items()
+        if settings.fingerprint and parse_spec(text).key not in taken)
+    return Plan(Planned(ref, "reference", prediction=predict(ref)), candidates, yardsticks,
+                settings)
