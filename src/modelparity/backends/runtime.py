@@ -141,7 +141,7 @@ class Runtime:
 
     def unknown_option(self, spec: BackendSpec, key: str) -> SpecError:
         known = [o.name for o in self.options_for(spec.target)]
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
         listed = ", ".join(known) if known else "none"
         return SpecError(f"{spec.text}: unknown {self.title} option '{key}' for "

@@ -14,6 +14,7 @@ timed on its own.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ from modelparity.execute.protocol import (
 )
 from modelparity.execute.runner import Job
 from modelparity.inputs import conform_batch
+from modelparity.serialize import jsonable
 from modelparity.spec import BackendSpec
 
 BLOCK_BYTES = 8 << 20  # outputs per block
@@ -140,10 +142,12 @@ def run_job(job: Job, conn: Connection) -> None:
 
 
 def _describe(backend: Any, spec: BackendSpec) -> dict[str, Any]:
-    description = backend.describe()
+    """The backend's description as plain JSON values: a runtime's own types (torch's version
+    string is a `TorchVersion`) would import the runtime in the audit's process when unpickled."""
+    description = dict(backend.describe())
     if spec.env:
         description["env"] = spec.env
-    return description
+    return json.loads(json.dumps(jsonable(description), default=str))
 
 
 def _handle(conn: Connection) -> None:
