@@ -94,8 +94,10 @@ def describe_model(hidden: tuple[int, ...]) -> str:
     return f"MLP {' -> '.join(str(n) for n in (FEATURES, *hidden, 1))}, Relu, Sigmoid"
 
 
-def build_model(path: str, hidden: tuple[int, ...], seed: int = 0) -> None:
-    """x float32 [batch, 64] -> hidden layers with Relu -> 1 -> Sigmoid, seeded weights."""
+def build_model(path: str, hidden: tuple[int, ...], seed: int = 0, *,
+                features: int = FEATURES, output: str = "prob") -> None:
+    """x float32 [batch, features] -> hidden layers with Relu -> 1 -> Sigmoid, seeded weights
+    (bench/vs_polygraphy.py builds its MLP here too)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -108,7 +110,7 @@ def build_model(path: str, hidden: tuple[int, ...], seed: int = 0) -> None:
 
     inits: list[Any] = []
     nodes: list[Any] = []
-    previous, width = "x", FEATURES
+    previous, width = "x", features
     for layer, size in enumerate((*hidden, 1), start=1):
         name = f"fc{layer}"
         inits += dense(name, width, size)
@@ -118,11 +120,11 @@ def build_model(path: str, hidden: tuple[int, ...], seed: int = 0) -> None:
         if layer <= len(hidden):
             nodes.append(helper.make_node("Relu", [previous], [f"{name}.act"]))
             previous = f"{name}.act"
-    nodes.append(helper.make_node("Sigmoid", [previous], ["prob"]))
+    nodes.append(helper.make_node("Sigmoid", [previous], [output]))
     graph = helper.make_graph(
         nodes, "tabular_mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", 1])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -328,6 +330,7 @@ def rss_child(model_path: str, data_path: str, candidate: str, batch_size: int) 
         "workers_kib": sorted(sampler.peaks.values(), reverse=True),
         "rusage_children_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "wall": info["wall"],
+        "own_cpu": info["own_cpu"],
     }))
 
 
@@ -384,10 +387,13 @@ def overhead(model_path: str, data_path: str, candidate: str, batch_size: int,
         print(f"    streaming the other batches{'':<17}{med(x['streaming'] for x in b):>9.3f}")
         print(f"    inference inside the worker{'':<17}{med(x['infer'] for x in b):>9.3f}")
     outside = med(a["outside"] for a in audits)
-    own = med(a["own_cpu"] for a in audits)
+    # in a fresh process that has imported no runtime: in this one, the plain loops' runtime
+    # threads (OpenVINO's TBB pool, ORT's spinning workers) would be counted as the audit's
+    own = med(measure_rss(model_path, data_path, candidate, batch_size)["own_cpu"]
+              for _ in range(repeats))
     print(f"  audit outside the backends' spans (prepare, plan, worker start-up, analyse)"
           f"{outside:>9.3f}")
-    print(f"  the audit's own work: CPU time of the audit process{'':<1}{own:>9.3f}")
+    print(f"  the audit's own work: CPU time of the audit process (fresh process){own:>9.3f}")
     print(f"  plain loops, sum{'':<30}{loop_sum:>9.3f}")
     print(f"  plain loops incl. session creation + warm-up{'':<2}{created_sum:>9.3f}")
     print(f"  audit wall, end to end{'':<24}{audit_wall:>9.3f}")

@@ -136,35 +136,10 @@ def ensure_polygraphy_env() -> dict[str, str]:
 
 def build_model(path: str, seed: int = 0) -> None:
     """x float32 [batch, 48] -> 256 Relu -> 128 Relu -> 1 -> Sigmoid -> y, seeded weights."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from overhead import build_model as build_mlp
 
-    rng = np.random.default_rng(seed)
-    inits: list[Any] = []
-    nodes: list[Any] = []
-    previous, width = "x", FEATURES
-    for layer, size in enumerate((*HIDDEN, 1), start=1):
-        name = f"fc{layer}"
-        w = (rng.standard_normal((width, size)) * np.sqrt(2.0 / width)).astype(np.float32)
-        b = (rng.standard_normal(size) * 0.1).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")]
-        nodes.append(helper.make_node("MatMul", [previous, f"{name}.w"], [f"{name}.mm"]))
-        nodes.append(helper.make_node("Add", [f"{name}.mm", f"{name}.b"], [f"{name}.out"]))
-        previous, width = f"{name}.out", size
-        if layer <= len(HIDDEN):
-            nodes.append(helper.make_node("Relu", [previous], [f"{name}.act"]))
-            previous = f"{name}.act"
-    nodes.append(helper.make_node("Sigmoid", [previous], ["y"]))
-    graph = helper.make_graph(
-        nodes, "tabular_mlp_48",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    build_mlp(path, HIDDEN, seed, features=FEATURES, output="y")
 
 
 def write_data(path: str, samples: int, seed: int = 1) -> None:

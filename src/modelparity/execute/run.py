@@ -248,21 +248,18 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
                 cache.save(run, folder, context.key)
             return run
 
+        def restored(item: Planned) -> bool:
+            """Take a backend from an earlier run (--resume) where one was saved."""
+            run = saved.get(item.key)
+            if run is not None:
+                context.progress.finish(item.text, run)
+                runs[item.key] = run
+            return run is not None
+
         for item in plan.candidates:
-            restored = saved.get(item.key)
-            if restored is not None:
-                context.progress.finish(item.text, restored)
-                runs[item.key] = restored
-            else:
+            if not restored(item):
                 runs[item.key] = compare(item, workers[item.key], partial=False)
-        pending = []
-        for item in plan.yardsticks:
-            restored = saved.get(item.key)
-            if restored is not None:
-                context.progress.finish(item.text, restored)
-                runs[item.key] = restored
-            else:
-                pending.append(item)
+        pending = [item for item in plan.yardsticks if not restored(item)]
         # The yardsticks load a wave at a time (one per core), not all at once: each holds a
         # copy of the model, and their timings are not reported, so overlap does not matter.
         wave = max(1, os.cpu_count() or 1)

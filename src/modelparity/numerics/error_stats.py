@@ -300,9 +300,11 @@ class ErrorAccumulator:
             self._sum_abs += float(diff.sum())
             self._max_abs = max(self._max_abs, float(diff.max()))
             self._max_rel = max(self._max_rel, float(rel.max()))
-            self._dot += float(np.dot(r64, c64))
-            self._norm_r += float(np.dot(r64, r64))
-            self._norm_c += float(np.dot(c64, c64))
+            # einsum, not np.dot: a BLAS dot wakes OpenBLAS's thread pool, which then spins on
+            # the cores the backends' workers are timed on
+            self._dot += float(np.einsum("i,i->", r64, c64))
+            self._norm_r += float(np.einsum("i,i->", r64, r64))
+            self._norm_c += float(np.einsum("i,i->", c64, c64))
             self._hist.add(rel)
             self._profile_hist.add(rel[abs_r >= PROFILE_MAGNITUDE_FLOOR])
 
