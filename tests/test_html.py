@@ -17,6 +17,7 @@ import pytest
 
 from modelparity import TaskConfig, audit
 from modelparity.report.html import render_html, write_html
+from modelparity.result import AuditResult
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -85,13 +86,17 @@ def _assert_offline(document: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def binary_audit(models, data_files):
+def binary_audit(models, data_files, tmp_path_factory):
+    """A saved audit, loaded back: the renderers draw what report.json (and the decisions saved
+    beside it) holds."""
     entry = data_files["binary"]
+    out = tmp_path_factory.mktemp("audit")
     result = audit(models["binary"]["path"], [PLANTED, "emulate:bf16"], entry["data"],
-                   task="binary", labels=entry["labels"], warmup=0, profile_samples=300)
+                   task="binary", labels=entry["labels"], warmup=0, profile_samples=300,
+                   out=str(out))
     assert result.ok
     assert result.backend(PLANTED).flips.count == 2
-    return result
+    return AuditResult.load(str(out / "report.json"))
 
 
 @pytest.fixture(scope="module")

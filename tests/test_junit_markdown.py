@@ -12,13 +12,14 @@ from modelparity import audit
 from modelparity.policy import evaluate
 from modelparity.report.junit import write_junit
 from modelparity.report.markdown import write_markdown
+from modelparity.result import AuditResult
 
 AGREEING = "ort:cpu?intra_op_num_threads=1"
 BROKEN = "py:planted_backends:make?fail=load"
 
 
 @pytest.fixture(scope="module")
-def audited(models, data_files):
+def audited(models, data_files, tmp_path_factory):
     import onnxruntime as ort
 
     entry = models["binary"]
@@ -27,8 +28,10 @@ def audited(models, data_files):
     rows = [int(i) for i in np.flatnonzero(prob < 0.4)[:3]]
     flipping = f"py:planted_backends:make?rows={','.join(map(str, rows))}&nudge=0.6"
     files = data_files["binary"]
-    result = audit(entry["path"], [flipping, BROKEN, AGREEING], files["data"], task="binary",
-                   labels=files["labels"], warmup=0, fingerprint=False)
+    out = tmp_path_factory.mktemp("audit")
+    audit(entry["path"], [flipping, BROKEN, AGREEING], files["data"], task="binary",
+          labels=files["labels"], warmup=0, fingerprint=False, out=str(out))
+    result = AuditResult.load(str(out / "report.json"))  # the reports render a saved audit
     report = evaluate(result, ["flips>0", "max_abs>10", "precision!=fp32"])
     return result, report, flipping, rows
 

@@ -14,6 +14,7 @@ from modelparity import audit
 from modelparity.cli import app
 from modelparity.errors import ModelParityError
 from modelparity.policy import Policy, PolicyError, evaluate, parse_policies, parse_policy
+from modelparity.result import AuditResult
 
 runner = CliRunner()
 AGREEING = "ort:cpu?intra_op_num_threads=1"  # the reference runtime again: no flips
@@ -34,12 +35,13 @@ def flipping_backend(rows: list[int]) -> str:
 
 
 @pytest.fixture(scope="module")
-def flipped_audit(models, data_files):
+def flipped_audit(models, data_files, tmp_path_factory):
     rows = flip_rows(models)
     entry = data_files["binary"]
-    result = audit(models["binary"]["path"], [flipping_backend(rows), AGREEING],
-                   entry["data"], task="binary", labels=entry["labels"], warmup=0,
-                   fingerprint=False)
+    out = tmp_path_factory.mktemp("audit")
+    audit(models["binary"]["path"], [flipping_backend(rows), AGREEING], entry["data"],
+          task="binary", labels=entry["labels"], warmup=0, fingerprint=False, out=str(out))
+    result = AuditResult.load(str(out / "report.json"))  # policies gate a saved audit
     assert result.ok
     return result, rows
 
