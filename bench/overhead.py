@@ -334,9 +334,24 @@ def rss_child(model_path: str, data_path: str, candidate: str, batch_size: int) 
     }))
 
 
+def own_child(model_path: str, data_path: str, candidate: str, batch_size: int) -> None:
+    """Run one audit in this fresh process (no runtime imported, no RSS sampler thread); print
+    its own CPU time as a JSON line."""
+    import modelparity
+
+    modelparity.audit  # noqa: B018 - import the API first: its import is not the audit's work
+    info = run_audit(model_path, data_path, candidate, batch_size)
+    print(json.dumps({"own_cpu": info["own_cpu"], "wall": info["wall"]}))
+
+
+def measure_own(model_path: str, data_path: str, candidate: str, batch_size: int) -> float:
+    return measure_rss(model_path, data_path, candidate, batch_size, mode="--own-child")[
+        "own_cpu"]
+
+
 def measure_rss(model_path: str, data_path: str, candidate: str,
-                batch_size: int) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", model_path, data_path,
+                batch_size: int, mode: str = "--rss-child") -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), mode, model_path, data_path,
            candidate, str(batch_size)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -389,7 +404,7 @@ def overhead(model_path: str, data_path: str, candidate: str, batch_size: int,
     outside = med(a["outside"] for a in audits)
     # in a fresh process that has imported no runtime: in this one, the plain loops' runtime
     # threads (OpenVINO's TBB pool, ORT's spinning workers) would be counted as the audit's
-    own = med(measure_rss(model_path, data_path, candidate, batch_size)["own_cpu"]
+    own = med(measure_own(model_path, data_path, candidate, batch_size)
               for _ in range(repeats))
     print(f"  audit outside the backends' spans (prepare, plan, worker start-up, analyse)"
           f"{outside:>9.3f}")
@@ -432,8 +447,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: 20k samples, 100k for RSS, 1 repeat")
     parser.add_argument("--rss-child", nargs=4, metavar=("MODEL", "DATA", "SPEC", "BATCH"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--own-child", nargs=4, metavar=("MODEL", "DATA", "SPEC", "BATCH"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.own_child:
+        model_path, data_path, spec, batch = args.own_child
+        own_child(model_path, data_path, spec, int(batch))
+        return 0
     if args.rss_child:
         model_path, data_path, spec, batch = args.rss_child
         rss_child(model_path, data_path, spec, int(batch))

@@ -212,3 +212,15 @@ def test_profile_histogram_leaves_out_near_zero_references():
     assert s.log2_rel_hist.total == 5
     assert s.profile_hist.total == 3  # 0.25, 0.5, 3.0
     assert s.profile_hist.zero_count == 1
+
+
+def test_latency_percentiles_are_numpys_linear_ones():
+    from modelparity.numerics.latency import Latency
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 98, 1001):
+        seconds = rng.exponential(1e-3, n)
+        latency = Latency.from_times(list(seconds), samples=100 * n, warmup=3)
+        assert latency.p50_ms == pytest.approx(np.percentile(seconds * 1e3, 50), rel=1e-12)
+        assert latency.p95_ms == pytest.approx(np.percentile(seconds * 1e3, 95), rel=1e-12)
+        assert latency.batches == n and Latency.from_dict(latency.to_dict()) == latency

@@ -41,7 +41,7 @@ def runtimes() -> dict[str, Runtime]:
 
     found: dict[str, Runtime] = {}
     for name in BUILTIN:
-        declared = _declaration(importlib.import_module(name), name)
+        declared = _builtin(name)
         found[declared.name] = declared
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -56,7 +56,19 @@ def runtimes() -> dict[str, Runtime]:
     return found
 
 
+@functools.cache
+def _builtin(module: str) -> Runtime:
+    return _declaration(importlib.import_module(module), module)
+
+
 def get_runtime(name: str) -> Runtime:
+    """The declaration of runtime `name`. Built-in runtimes are looked at one by one until it
+    is found, so an audit imports the declarations it uses; installed plugins are scanned only
+    for a name no built-in runtime has."""
+    for module in BUILTIN:
+        declared = _builtin(module)
+        if declared.name == name:
+            return declared
     known = runtimes()
     if name not in known:
         listed = "; ".join(r.help_line() for r in known.values())
@@ -71,12 +83,10 @@ def parse_spec(text: str | BackendSpec) -> BackendSpec:
     Runs no runtime, so it works for runtimes this machine does not have."""
     spec = text if isinstance(text, BackendSpec) else read_spec(text)
     written = text if isinstance(text, str) else text.text
-    known = runtimes()
-    if spec.runtime not in known:
-        listed = "; ".join(r.help_line() for r in known.values())
-        raise SpecError(f"backend '{written}': unknown runtime '{spec.runtime}' (expected one "
-                        f"of: {listed})")
-    runtime = known[spec.runtime]
+    try:
+        runtime = get_runtime(spec.runtime)
+    except SpecError as unknown:
+        raise SpecError(f"backend '{written}': {unknown}") from None
     target = spec.target
     if not target:
         if runtime.default_target is None:
