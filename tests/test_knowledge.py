@@ -209,3 +209,16 @@ def test_os_conditions_use_the_platform() -> None:
     linux = match(config_for(spec, {"machine": "aarch64", "os": "linux"}))
     mac = match(config_for(spec, {"machine": "arm64", "os": "darwin"}))
     assert [f.rule.id for f in linux] == ["ORT-14"] and mac == []
+
+
+def test_every_rule_file_belongs_to_a_registered_runtime():
+    """The schema no longer lists the runtimes: each is a registered declaration, which names
+    its own rules file."""
+    from modelparity.backends import runtimes
+
+    declared = {r.name: r.rules for r in runtimes().values() if r.rules}
+    assert {"ort", "openvino", "torch", "coreml"} <= set(declared)
+    for rule in load_rules():
+        assert rule.runtime in declared, rule.id
+    assert [path.name for path in rule_files()] == [
+        name.rsplit("/", 1)[-1] for _, name in declared.values()]
