@@ -101,7 +101,7 @@ def audit(
         head = make_head(config)
         context = Context(prepared, source, FirstSamples(source, profile_samples), head,
                           config.output or "", workdir,
-                          _run_key(prepared, source, batch_size, config, plan.reference.text),
+                          _run_key(prepared, source, batch_size, config, plan.reference.key),
                           progress or NoProgress(), spares)
         execution = execute(plan, context, resume=resume)
         question = Question(prepared, {"source": source.describe(), "batch_size": batch_size},
