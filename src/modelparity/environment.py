@@ -12,9 +12,13 @@ from modelparity import __version__
 
 
 def environment() -> dict[str, Any]:
+    import datetime
+
     import psutil
 
     return {
+        # when the audit ran: a report re-rendered later says when it was measured, not drawn
+        "audited_at": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
         "modelparity": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

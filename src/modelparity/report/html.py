@@ -914,10 +914,19 @@ def _header(result: AuditResult) -> str:
         flags = env.get("cpu_flags") or []
         flag_text = f" ({', '.join(str(f) for f in flags)})" if flags else ""
         lines.append(f"machine: {_e(cpu)}{_e(flag_text)}")
-    stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    lines.append(f"written {_e(stamp)} by modelparity {_e(env.get('modelparity', ''))}")
+    lines.append(f"audited {_e(_audited_at(env))} by modelparity "
+                 f"{_e(env.get('modelparity', ''))}")
     return "<h1>modelparity report</h1>" + "".join(f'<p class="meta">{line}</p>'
                                                    for line in lines)
+
+
+def _audited_at(env: dict) -> str:
+    """When the audit ran (report.json's environment), so that re-rendering a saved report
+    gives the same page; reports from before schema 1.3 do not say."""
+    try:
+        return _dt.datetime.fromisoformat(str(env["audited_at"])).strftime("%Y-%m-%d %H:%M %Z")
+    except (KeyError, ValueError):
+        return "at an unrecorded time"
 
 
 def render_html(result: AuditResult) -> str:
