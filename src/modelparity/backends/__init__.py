@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from modelparity.backends.registry import (
     ENTRY_POINT_GROUP,
-    check_spec,
     create_backend,
     get_runtime,
     parse_spec,
@@ -15,5 +14,5 @@ from modelparity.backends.registry import (
 )
 from modelparity.backends.runtime import Option, Runtime
 
-__all__ = ["ENTRY_POINT_GROUP", "Option", "Runtime", "check_spec", "create_backend",
-           "get_runtime", "parse_spec", "runtimes"]
+__all__ = ["ENTRY_POINT_GROUP", "Option", "Runtime", "create_backend", "get_runtime",
+           "parse_spec", "runtimes"]

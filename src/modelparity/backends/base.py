@@ -20,9 +20,6 @@ from modelparity.spec import BackendSpec
 class Backend(ABC):
     """Base class for runtime plugins: subclasses implement the `*_impl` hooks."""
 
-    #: Option keys this backend understands (None: any key is passed to the runtime as is).
-    known_options: frozenset[str] | None = None
-
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         self.active = False

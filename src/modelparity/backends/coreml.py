@@ -306,8 +306,6 @@ def check_spec(spec: BackendSpec) -> None:
 
 
 class CoreMLBackend(Backend):
-    known_options = frozenset(OPTIONS)
-
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
         self.compute_units, self.options = parse_options(spec)

@@ -116,8 +116,3 @@ def create_backend(spec: BackendSpec, prediction: Any = None,
             ) from None
     module = importlib.import_module(runtime.module)
     return module.create(spec) if prediction is None else module.create(spec, prediction)
-
-
-def check_spec(spec: BackendSpec) -> None:
-    """Validate a spec (already parsed) without importing its runtime."""
-    parse_spec(spec)
