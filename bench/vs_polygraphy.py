@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/overhead.py's helpers
+
 POLYGRAPHY_VERSION = "0.53.6"
 REFERENCE = "ort:cpu"
 # The audit drops a candidate whose spec is the reference's, so the candidate is ORT CPU spelt
@@ -136,7 +138,6 @@ def ensure_polygraphy_env() -> dict[str, str]:
 
 def build_model(path: str, seed: int = 0) -> None:
     """x float32 [batch, 48] -> 256 Relu -> 128 Relu -> 1 -> Sigmoid -> y, seeded weights."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from overhead import build_model as build_mlp
 
     build_mlp(path, HIDDEN, seed, features=FEATURES, output="y")
@@ -198,22 +199,6 @@ def run_polygraphy(model: str, loader: str, tmp: str) -> dict[str, Any]:
     return out
 
 
-class PhaseClock:
-    """When each backend starts, sends its first batch back, and finishes."""
-
-    def __init__(self) -> None:
-        self.t: dict[str, dict[str, float]] = {}
-
-    def start(self, spec: str, total: int | None) -> None:
-        self.t[spec] = {"start": time.perf_counter()}
-
-    def advance(self, spec: str, rows: int) -> None:
-        self.t[spec].setdefault("first", time.perf_counter())
-
-    def finish(self, spec: str, result: Any) -> None:
-        self.t.setdefault(spec, {})["finish"] = time.perf_counter()
-
-
 def child(model: str, data: str, batch_size: int) -> None:
     """The audit in this (fresh) process; one JSON line with its timings and verdict."""
     t0 = time.perf_counter()
@@ -221,6 +206,8 @@ def child(model: str, data: str, batch_size: int) -> None:
     import modelparity.api  # `modelparity` itself imports its API lazily
 
     t1 = time.perf_counter()
+    from overhead import PhaseClock  # the same timeline as bench/overhead.py's
+
     clock = PhaseClock()
     result = modelparity.audit(model, [CANDIDATE], data, task="binary", reference=REFERENCE,
                                batch_size=batch_size, fingerprint=False, progress=clock)
@@ -298,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.child:  # byte-compiled like the pip-installed Polygraphy it is timed against
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from overhead import byte_compile
 
         byte_compile()
