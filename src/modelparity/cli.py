@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from modelparity import __version__
 from modelparity.errors import ModelParityError
 from modelparity.plan import DEFAULT_REFERENCE, Settings
+
+if TYPE_CHECKING:
+    from modelparity.result import AuditResult
 
 app = typer.Typer(
     help="Run one ML model on several runtimes and show where outputs and decisions differ.",
@@ -220,7 +223,7 @@ def run(
            debug=debug, saved=os.path.join(out, "report.json") if out else None)
 
 
-def finish(result: object, policies: list, *, show_flips: int, junit: str | None,
+def finish(result: AuditResult, policies: list, *, show_flips: int, junit: str | None,
            markdown: str | None, html: str | None, debug: bool, saved: str | None = None
            ) -> None:
     """Render a result, gate it and exit: shared by `run` (a fresh audit) and `report` (a
@@ -254,7 +257,7 @@ def finish(result: object, policies: list, *, show_flips: int, junit: str | None
     except OSError as exc:
         raise fail(f"--junit/--markdown/--html: cannot write {exc.filename}: {exc.strerror}",
                    debug) from None
-    if not result.ok:  # type: ignore[attr-defined]
+    if not result.ok:
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_POLICY if policy_report is not None and policy_report.failed
                      else EXIT_OK)

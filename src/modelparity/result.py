@@ -259,8 +259,9 @@ class AuditResult:
 def _key(text: str) -> str:
     """The canonical identity of a spec text; the text itself where it does not parse."""
     from modelparity.backends.registry import parse_spec
+    from modelparity.errors import ModelParityError
 
     try:
         return parse_spec(text).key
-    except Exception:
+    except ModelParityError:  # a runtime not installed here, in a report from elsewhere
         return text

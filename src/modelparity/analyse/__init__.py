@@ -13,7 +13,7 @@ import numpy as np
 
 from modelparity.analyse.fixes import fix_outcomes
 from modelparity.analyse.precision import fingerprints
-from modelparity.backends.registry import get_runtime, parse_spec
+from modelparity.backends.registry import get_runtime
 from modelparity.decisions import DecisionHead, TaskConfig, compute_metrics, find_flips
 from modelparity.decisions import metric_deltas as deltas
 from modelparity.errors import InputError
@@ -80,13 +80,14 @@ def _with_findings(result: BackendResult) -> BackendResult:
     return dataclasses.replace(result, findings=findings)
 
 
-def repro_path(out: str | None, result: BackendResult, model: PreparedModel) -> str | None:
+def repro_path(out: str | None, result: BackendResult, runtime: str,
+               model: PreparedModel) -> str | None:
     """Where the repro script for a candidate's findings goes, if it gets one: it has a fixable
     finding and its runtime knows how to build a standalone script."""
     if out is None or result.role != "candidate":
         return None
     fixed = next((f.fixed_spec for f in result.findings if f.fixed_spec), None)
-    repro = get_runtime(result.spec.split(":", 1)[0]).repro
+    repro = get_runtime(runtime).repro
     if fixed is None or repro is None:
         return None
     if repro.needs_factory and (model.torch_source is None
@@ -103,12 +104,11 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
     candidates = [_compared(question, reference, runs[p.key], p) for p in plan.candidates]
     profiles = {p.label or p.text: _compared(question, reference, runs[p.key], p)
                 for p in plan.yardsticks}
-    if plan.settings.fingerprint:  # the yardsticks the user also named as candidates
-        named = {p.key: result for p, result in zip(plan.candidates, candidates, strict=True)}
-        for label, text in PROFILE_BACKENDS.items():
-            key = parse_spec(text).key
-            if key in named:
-                profiles[label] = named[key]
+    if plan.settings.fingerprint:
+        # the yardsticks the user also named as candidates, in the yardsticks' order
+        named = {p.label: result for p, result in zip(plan.candidates, candidates, strict=True)
+                 if p.label}
+        profiles.update((label, named[label]) for label in PROFILE_BACKENDS if label in named)
         at_risk, prints = fingerprints(question.task, reference, candidates, profiles)
         candidates = [dataclasses.replace(c, fingerprint=prints[c.spec][0],
                                           at_risk_flips=prints[c.spec][1])
@@ -117,8 +117,9 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
         at_risk = []
     reference = _with_findings(reference)
     candidates = [_with_findings(c) for c in candidates]
-    candidates = [dataclasses.replace(c, repro=repro_path(question.out, c, question.model))
-                  for c in candidates]
+    candidates = [dataclasses.replace(c, repro=repro_path(question.out, c, p.spec.runtime,
+                                                          question.model))
+                  for p, c in zip(plan.candidates, candidates, strict=True)]
     model = question.model
     result = AuditResult(
         model={"source": model.source, "onnx_path": model.onnx_path,

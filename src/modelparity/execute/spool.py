@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -96,24 +95,6 @@ class OutputSpool:
     def reader(self) -> SpoolReader:
         """The reference outputs again, read in any number of rows at a time."""
         return SpoolReader(self)
-
-    def batches(self) -> Iterator[dict[str, np.ndarray]]:
-        """The reference outputs again, in the batches they were written in."""
-        handles = [open(os.path.join(self.directory, _file_name(i)), "rb")  # noqa: SIM115
-                   for i in range(len(self.names))]
-        try:
-            for rows in self.rows:
-                batch = {}
-                for index, name in enumerate(self.names):
-                    dtype = np.dtype(self.dtypes[index])
-                    shape = (rows, *self.sample_shapes[index])
-                    count = int(np.prod(shape))
-                    data = np.fromfile(handles[index], dtype=dtype, count=count)
-                    batch[name] = data.reshape(shape)
-                yield batch
-        finally:
-            for handle in handles:
-                handle.close()
 
 
 class SpoolReader:

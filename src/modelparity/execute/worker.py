@@ -69,34 +69,26 @@ class _Block:
         return (self.bytes >= BLOCK_BYTES or len(self.rows) >= BLOCK_BATCHES
                 or time.perf_counter() - self.started >= BLOCK_SECONDS)
 
-    def message(self) -> Block:
+    def messages(self) -> list[Block]:
+        """One message for the whole block; one per batch where an output's per-sample shape
+        changes between its batches: that is the reference's (or the comparison's) error to
+        report, with the batch it happened in."""
         first = self.outputs[0]
         if len(self.outputs) == 1:
-            joined = first
-        else:
-            joined = {}
-            for name in first:
-                parts = [batch[name] for batch in self.outputs]
-                same = all(p.shape[1:] == parts[0].shape[1:] for p in parts)
-                # a shape that changes between batches is the reference's (or compare's) error
-                # to report, with the batch it happened in: send those batches one by one
-                if not same:
-                    raise _Uneven()
-                joined[name] = np.concatenate(parts)
-        return Block(self.index, tuple(self.rows), tuple(self.seconds), joined)
-
-
-class _Uneven(Exception):
-    pass
+            return [Block(self.index, tuple(self.rows), tuple(self.seconds), first)]
+        if all(batch[name].shape[1:] == array.shape[1:]
+               for batch in self.outputs for name, array in first.items()):
+            joined = {name: np.concatenate([batch[name] for batch in self.outputs])
+                      for name in first}
+            return [Block(self.index, tuple(self.rows), tuple(self.seconds), joined)]
+        return [Block(self.index + offset, (rows,), (seconds,), outputs)
+                for offset, (rows, seconds, outputs) in
+                enumerate(zip(self.rows, self.seconds, self.outputs, strict=True))]
 
 
 def _send(conn: Connection, block: _Block) -> None:
-    try:
-        conn.send(block.message())
-    except _Uneven:
-        for offset, (rows, seconds, outputs) in enumerate(
-                zip(block.rows, block.seconds, block.outputs, strict=True)):
-            conn.send(Block(block.index + offset, (rows,), (seconds,), outputs))
+    for message in block.messages():
+        conn.send(message)
 
 
 def run_job(job: Job, conn: Connection) -> None:

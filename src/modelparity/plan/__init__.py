@@ -9,6 +9,7 @@ cannot execute on this machine, the precision predicted for it and the stand-in 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,7 +68,7 @@ class Planned:
 
     spec: BackendSpec
     role: str  # reference | candidate | profile
-    label: str | None = None  # a yardstick's name ("bf16 layer")
+    label: str | None = None  # a yardstick's name ("bf16 layer"), also on a candidate that is one
     fix_of: str | None = None  # a fixed variant: the spec text of the candidate it fixes
     fixed_by: str | None = None  # a candidate with a fixable finding: its fixed variant
     prediction: Prediction | None = None  # cannot execute here: what a stand-in emulates
@@ -139,9 +140,11 @@ def make_plan(backends: Sequence[str | BackendSpec], reference: str | BackendSpe
                 fixed_by=text_of[fixes[spec.key].key] if spec.key in fixes else None,
                 prediction=predict(spec))
         for spec in ordered)
-    yardsticks = tuple(
-        Planned(parse_spec(text), "profile", label=label)
-        for label, text in PROFILE_BACKENDS.items()
-        if settings.fingerprint and parse_spec(text).key not in taken)
+    profiles = {label: parse_spec(text) for label, text in PROFILE_BACKENDS.items()}
+    if settings.fingerprint:  # a candidate that is a yardstick serves as one: it has its label
+        label_of = {spec.key: label for label, spec in profiles.items()}
+        candidates = tuple(dataclasses.replace(c, label=label_of.get(c.key)) for c in candidates)
+    yardsticks = tuple(Planned(spec, "profile", label=label) for label, spec in profiles.items()
+                       if settings.fingerprint and spec.key not in taken)
     return Plan(Planned(ref, "reference", prediction=predict(ref)), candidates, yardsticks,
                 settings)
