@@ -26,7 +26,6 @@ from modelparity.decisions import TaskConfig, make_head
 from modelparity.environment import environment
 from modelparity.errors import InputError
 from modelparity.execute.run import Context, NoProgress, Progress, execute
-from modelparity.execute.runner import Spares
 from modelparity.inputs import FirstSamples, InputSource, check_inputs, load_labels, open_inputs
 from modelparity.model import PreparedModel, prepare_model
 from modelparity.plan import DEFAULT_REFERENCE, PROFILE_SAMPLES, Settings, make_plan
@@ -83,8 +82,6 @@ def audit(
         raise InputError("--resume needs --out: the folder of the run to resume")
     label_values, label_name = _labels(labels)
     with contextlib.ExitStack() as stack:
-        # the workers' interpreters start now, while this process prepares the model and inputs
-        spares = stack.enter_context(contextlib.closing(Spares().spawn(1 + len(plan.candidates))))
         workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
         os.makedirs(workdir, exist_ok=True)
         prepared = model if isinstance(model, PreparedModel) else prepare_model(
@@ -102,7 +99,7 @@ def audit(
         context = Context(prepared, source, FirstSamples(source, profile_samples), head,
                           config.output or "", workdir,
                           _run_key(prepared, source, batch_size, config, plan.reference.key),
-                          progress or NoProgress(), spares)
+                          progress or NoProgress())
         execution = execute(plan, context, resume=resume)
         question = Question(prepared, {"source": source.describe(), "batch_size": batch_size},
                             config, head, label_values, label_name, environment(), out)

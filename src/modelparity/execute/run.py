@@ -21,7 +21,7 @@ from modelparity.errors import ModelParityError
 from modelparity.execute import cache
 from modelparity.execute.outcome import FAILED, OK, SKIPPED, BackendRun
 from modelparity.execute.protocol import Block
-from modelparity.execute.runner import BackendFailed, BackendWorker, Spares
+from modelparity.execute.runner import BackendFailed, BackendWorker
 from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import InputSource
 from modelparity.model import PreparedModel
@@ -57,7 +57,6 @@ class Context:
     workdir: str
     key: str  # the run's identity, so --resume never mixes settings
     progress: Progress
-    spares: Spares | None = None  # workers started ahead of their jobs
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ def _start(planned: Iterable[Planned], context: Context, source: InputSource,
                                           timeout=settings.timeout, warmup=settings.warmup,
                                           log_path=log, prediction=item.prediction)
     for worker in workers.values():
-        worker.start(context.spares)
+        worker.start()
     for worker in workers.values():
         try:
             worker.wait_ready()

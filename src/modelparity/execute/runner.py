@@ -58,26 +58,6 @@ class BackendFailed(Exception):
         self.detail = detail
 
 
-class Spares:
-    """Worker processes started before their jobs are known, so that their interpreter start
-    and imports overlap with the audit's own preparation (the model, the inputs). A spare waits
-    for its job; one that is never given a job is killed by `close()`."""
-
-    def __init__(self) -> None:
-        self.children: list[Child] = []
-
-    def spawn(self, count: int) -> Spares:
-        self.children.extend(Child(WORKER) for _ in range(count))
-        return self
-
-    def take(self) -> Child:
-        return self.children.pop(0) if self.children else Child(WORKER)
-
-    def close(self) -> None:
-        while self.children:
-            self.children.pop().close(finished=False)
-
-
 def _log_tail(path: str | None, lines: int = 3) -> str | None:
     if not path or not os.path.exists(path):
         return None
@@ -107,8 +87,8 @@ class BackendWorker:
         self.finished = False
         self.load_failure: BackendFailed | None = None  # set when wait_ready() failed
 
-    def start(self, spares: Spares | None = None) -> None:
-        self.child = spares.take() if spares is not None else Child(WORKER)
+    def start(self) -> None:
+        self.child = Child(WORKER)
         self.child.send(self.job)
 
     def _receive(self, stage: str) -> Any:
