@@ -118,8 +118,7 @@ class BackendResult:
             "latency": self.latency.to_dict() if self.latency else None,
             "errors": {name: stats.to_dict() for name, stats in self.errors.items()},
             "flips": None if self.flips is None else {
-                "count": self.flips.count,
-                "total": self.flips.total,
+                **self.flips.totals(),
                 "fraction": self.flips.count / self.flips.total if self.flips.total else 0.0,
                 "listed": self.flips.records(FLIPS_LISTED),
             },

@@ -33,10 +33,21 @@ class Flips:
     reference_margin: np.ndarray
     reference_decision: list
     candidate_decision: list
+    # Outputs decided per element (maps, sequences): each listed sample's flipped element
+    # closest to the boundary (`position`, its index within the sample) and how many of the
+    # sample's elements flipped; the totals over all samples. None for per-sample decisions.
+    position: list | None = None
+    flipped_elements: np.ndarray | None = None
+    elements: int | None = None
+    elements_flipped: int | None = None
 
     @property
     def rate(self) -> float:
         return self.count / self.total if self.total else 0.0
+
+    @property
+    def per_element(self) -> bool:
+        return self.elements is not None
 
     def records(self, limit: int | None = None) -> list[dict]:
         """JSON-ready dicts, closest to the boundary first (smallest reference margin; NaN last)."""
@@ -44,8 +55,9 @@ class Flips:
         order = np.lexsort((self.index, margin))
         if limit is not None:
             order = order[: max(0, limit)]
-        return [
-            {
+        records = []
+        for i in order:
+            record = {
                 "index": int(self.index[i]),
                 "reference_decision": jsonable(self.reference_decision[i]),
                 "candidate_decision": jsonable(self.candidate_decision[i]),
@@ -53,11 +65,22 @@ class Flips:
                 "candidate_score": jsonable(float(self.candidate_score[i])),
                 "reference_margin": jsonable(float(self.reference_margin[i])),
             }
-            for i in order
-        ]
+            if self.position is not None:
+                record["position"] = [int(p) for p in self.position[i]]
+            if self.flipped_elements is not None:
+                record["flipped_elements"] = int(self.flipped_elements[i])
+            records.append(record)
+        return records
+
+    def totals(self) -> dict[str, Any]:
+        """count and total (samples), and for per-element decisions the element totals."""
+        out: dict[str, Any] = {"count": self.count, "total": self.total}
+        if self.per_element:
+            out.update(elements=self.elements, elements_flipped=self.elements_flipped)
+        return out
 
     def to_dict(self, limit: int | None = None) -> dict:
-        return {"count": self.count, "total": self.total, "records": self.records(limit)}
+        return {**self.totals(), "records": self.records(limit)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Flips:
@@ -85,6 +108,14 @@ class Flips:
             reference_margin=np.array([_float(r["reference_margin"]) for r in rows]),
             reference_decision=[r["reference_decision"] for r in rows],
             candidate_decision=[r["candidate_decision"] for r in rows],
+            position=([tuple(r.get("position") or ()) for r in rows]
+                      if data.get("elements") is not None else None),
+            flipped_elements=(np.array([int(r.get("flipped_elements", 0)) for r in rows],
+                                       dtype=np.int64)
+                              if data.get("elements") is not None else None),
+            elements=None if data.get("elements") is None else int(data["elements"]),
+            elements_flipped=(None if data.get("elements_flipped") is None
+                              else int(data["elements_flipped"])),
         )
 
 
