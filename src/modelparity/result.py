@@ -20,7 +20,7 @@ from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.serialize import jsonable
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -168,6 +168,7 @@ class AuditResult:
     profiles: dict[str, BackendResult] = field(default_factory=dict)  # label -> emulation/noise
     at_risk: list[AtRisk] = field(default_factory=list)
     fixes: list[FixOutcome] = field(default_factory=list)  # before and after each fix
+    class_names: list[str] | None = None  # by class index (--class-names), for the reports
 
     @property
     def backends(self) -> list[BackendResult]:
@@ -208,6 +209,7 @@ class AuditResult:
             "profiles": {label: p.to_dict() for label, p in self.profiles.items()},
             "at_risk": [a.to_dict() for a in self.at_risk],
             "fixes": [f.to_dict() for f in self.fixes],
+            "class_names": self.class_names,
         })
 
     def save(self, path: str) -> str:
@@ -239,6 +241,8 @@ class AuditResult:
             profiles={label: backend(p) for label, p in (data.get("profiles") or {}).items()},
             at_risk=[AtRisk.from_dict(a) for a in data.get("at_risk") or []],
             fixes=[FixOutcome.from_dict(f) for f in data.get("fixes") or []],
+            class_names=(None if data.get("class_names") is None
+                         else [str(name) for name in data["class_names"]]),
         )
 
     @classmethod

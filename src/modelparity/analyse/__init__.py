@@ -64,7 +64,7 @@ def _compared(question: Question, reference: BackendResult, run: BackendRun,
     decided = reference.decided
     if len(run.decided) < len(decided):  # a yardstick, run on the first samples only
         decided = decided.head(len(run.decided))
-    flips = find_flips(question.head, decided, run.decided)
+    flips = find_flips(question.head, decided, run.decided, run.element_flips)
     if planned.role == "profile":
         return _result(run, planned, flips=flips)
     metrics = _metrics(question, run)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.decisions.elements import ElementFlips
 from modelparity.decisions.tasks import Decided, DecisionHead
 from modelparity.serialize import jsonable
 
@@ -119,8 +120,13 @@ class Flips:
         )
 
 
-def find_flips(head: DecisionHead, reference: Decided, candidate: Decided) -> Flips:
-    """Compare a whole run's decisions; sample indices are positions in the run."""
+def find_flips(head: DecisionHead, reference: Decided, candidate: Decided,
+               elements: ElementFlips | None = None) -> Flips:
+    """Compare a whole run's decisions; sample indices are positions in the run. With
+    `elements` (an output decided per element, compared as it ran) the flips are its samples
+    with any flipped element."""
+    if elements is not None:
+        return _element_flips(elements)
     mask = np.asarray(head.flipped(reference, candidate), dtype=bool)
     index = np.flatnonzero(mask)
     return Flips(
@@ -132,4 +138,22 @@ def find_flips(head: DecisionHead, reference: Decided, candidate: Decided) -> Fl
         reference_margin=np.asarray(reference.margin, dtype=np.float64)[index],
         reference_decision=[jsonable(v) for v in reference.decision[index]],
         candidate_decision=[jsonable(v) for v in candidate.decision[index]],
+    )
+
+
+def _element_flips(elements: ElementFlips) -> Flips:
+    index = np.flatnonzero(elements.flipped > 0)
+    return Flips(
+        count=int(index.size),
+        total=len(elements),
+        index=index,
+        reference_score=elements.reference_score[index].astype(np.float64),
+        candidate_score=elements.candidate_score[index].astype(np.float64),
+        reference_margin=elements.reference_margin[index].astype(np.float64),
+        reference_decision=[jsonable(v) for v in elements.reference_decision[index]],
+        candidate_decision=[jsonable(v) for v in elements.candidate_decision[index]],
+        position=[tuple(int(p) for p in row) for row in elements.position[index]],
+        flipped_elements=elements.flipped[index].astype(np.int64),
+        elements=int(elements.elements.sum()),
+        elements_flipped=int(elements.flipped.sum()),
     )

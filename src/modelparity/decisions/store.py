@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from modelparity.decisions.elements import ElementFlips
 from modelparity.decisions.tasks import Decided
 from modelparity.spec import slug
 
@@ -30,5 +31,24 @@ def load_decided(path: str) -> Decided | None:
             classes = int(arrays["num_classes"])
             return Decided(arrays["decision"], arrays["score"], arrays["margin"],
                            None if classes < 0 else classes)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def element_flips_path(folder: str, spec: str) -> str:
+    """Where a backend's per-sample element flips (outputs decided per element) are saved."""
+    return os.path.join(folder, slug(spec) + ".elements.npz")
+
+
+def save_element_flips(path: str, flips: ElementFlips) -> None:
+    np.savez(path, **flips.arrays())
+
+
+def load_element_flips(path: str) -> ElementFlips | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return ElementFlips.from_arrays(dict(arrays))
     except (OSError, ValueError, KeyError):
         return None

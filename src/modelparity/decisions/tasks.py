@@ -7,14 +7,17 @@ decision boundary (how close a sample was to flipping). Pure NumPy; no runtime, 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from modelparity.decisions.elements import Elements, nearest
 from modelparity.entrypoints import load_entry_point as _load_entry_point
 from modelparity.errors import InputError
+from modelparity.serialize import jsonable
 
 KINDS = ("binary", "multiclass", "topk", "multilabel", "regression", "custom")
 
@@ -31,6 +34,7 @@ class TaskConfig:
     atol: float = 1e-5
     rtol: float = 1e-3
     custom: str | None = None
+    class_axis: int | None = None  # multiclass on rank > 2: the class axis, samples first
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -109,14 +113,45 @@ def _nan(n: int) -> np.ndarray:
 
 
 class DecisionHead:
-    """Decision rule for one task kind. Subclasses implement `decide`; `flipped` compares."""
+    """Decision rule for one task kind. Subclasses implement `_decide` (one decision per
+    sample) and, where an output of rank > 2 is decided per element, `elements`; `flipped`
+    compares per-sample decisions, `element_flipped` per-element ones."""
+
+    num_classes: int | None = None
 
     def __init__(self, task: TaskConfig) -> None:
         self.task = task
 
     def decide(self, output: np.ndarray) -> Decided:
-        """Decide for each sample (first axis = samples)."""
+        """Decide for each sample (first axis = samples); an output decided per element is
+        summarised by its element closest to the boundary."""
+        elements = self.elements(output)
+        return self._decide(output) if elements is None else self.summarise(elements, output)
+
+    def summarise(self, elements: Elements, output: np.ndarray) -> Decided:
+        """Per-sample decisions from per-element ones: each sample's element closest to the
+        boundary (a sample is as much at risk as its most marginal element)."""
+        decision, score, margin = nearest(elements)
+        return Decided(decision, score, margin, num_classes=self.element_classes(output))
+
+    def _decide(self, output: np.ndarray) -> Decided:
         raise NotImplementedError
+
+    def elements(self, output: np.ndarray) -> Elements | None:
+        """Per-element decisions (n, *E), or None where this output is decided per sample."""
+        return None
+
+    def element_classes(self, output: np.ndarray) -> int | None:
+        return None
+
+    def element_flipped(self, reference: Elements, candidate: Elements) -> np.ndarray:
+        """Bool mask (n, *E): where the candidate's element decision differs."""
+        return reference.decision != candidate.decision
+
+    def element_priority(self, reference: Elements, candidate: Elements) -> np.ndarray:
+        """Which flipped element of a sample is shown: the lowest value (closest to the
+        boundary)."""
+        return reference.margin
 
     def flipped(self, reference: Decided, candidate: Decided) -> np.ndarray:
         """Bool mask (n,): the candidate's decision differs anywhere in the sample."""
@@ -161,22 +196,78 @@ class BinaryHead(DecisionHead):
             f"binary task: expected output of shape (n,), (n, 1) or (n, 2), got {out.shape}"
         )
 
-    def decide(self, output: np.ndarray) -> Decided:
-        raw = self._raw(output)
-        t = float(self.task.threshold)  # type: ignore[arg-type]
-        if self.task.logits:
-            decision = raw > float(_logit(t))
-            score = _sigmoid(raw)
-        else:
-            decision = raw > t
-            score = raw
-        return Decided(decision.astype(np.int64), score, np.abs(score - t), num_classes=2)
+    def _decide(self, output: np.ndarray) -> Decided:
+        decision, score, margin = _threshold(self._raw(output), self.task)
+        return Decided(decision, score, margin, num_classes=2)
+
+    def elements(self, output: np.ndarray) -> Elements | None:
+        """A map of rank > 2 ([B, 1, H, W]) is a probability per element."""
+        out = np.asarray(output)
+        if out.ndim < 3:
+            return None
+        return Elements(*_threshold(out.astype(np.float64), self.task))
+
+    def element_classes(self, output: np.ndarray) -> int | None:
+        return 2
+
+
+def _threshold(raw: np.ndarray, task: TaskConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decision, score and margin of `score > threshold` (with logits: the raw value against
+    logit(threshold), the score a sigmoid)."""
+    t = np.asarray(task.threshold, dtype=np.float64)
+    if task.logits:
+        decision = raw > _logit(t)
+        score = _sigmoid(raw)
+    else:
+        decision = raw > t
+        score = raw
+    return decision.astype(np.int64), score, np.abs(score - t)
+
+
+def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """argmax, top-1 value and top-1 minus top-2 along the last axis."""
+    num = x.shape[-1]
+    decision = np.argmax(x, axis=-1).astype(np.int64)
+    top2 = np.partition(x, num - 2, axis=-1)[..., -2:]
+    return decision, top2[..., 1], top2[..., 1] - top2[..., 0]
 
 
 class MulticlassHead(DecisionHead):
-    """argmax over classes; margin = top-1 minus top-2 value."""
+    """argmax over classes; margin = top-1 minus top-2 value. On an output of rank > 2 (a
+    sequence [B, T, C], a segmentation [B, C, H, W]) the argmax is taken along `class_axis`
+    for every other position."""
 
-    def decide(self, output: np.ndarray) -> Decided:
+    def _class_axis(self, out: np.ndarray) -> int:
+        axis = self.task.class_axis
+        if axis is None:
+            raise InputError(
+                f"multiclass task: the output has shape {out.shape} (rank {out.ndim}); say which "
+                f"axis holds the classes with --class-axis (for example 2 for [B, T, C], 1 for "
+                f"[B, C, H, W])")
+        if not -out.ndim <= axis < out.ndim or axis % out.ndim == 0:
+            raise InputError(
+                f"--class-axis {axis}: not a class axis of an output of shape {out.shape} "
+                f"(axis 0 holds the samples)")
+        return axis % out.ndim
+
+    def elements(self, output: np.ndarray) -> Elements | None:
+        out = np.asarray(output)
+        if out.ndim < 3:
+            return None
+        x = np.moveaxis(out, self._class_axis(out), -1).astype(np.float64)
+        if x.shape[-1] < 2:
+            raise InputError(f"multiclass task: the class axis of output shape {out.shape} has "
+                             f"{x.shape[-1]} class; expected at least 2")
+        if x.size == 0:
+            empty = np.zeros(x.shape[:-1])
+            return Elements(empty.astype(np.int64), empty, empty.copy())
+        return Elements(*_top2(x))
+
+    def element_classes(self, output: np.ndarray) -> int | None:
+        out = np.asarray(output)
+        return int(out.shape[self._class_axis(out)])
+
+    def _decide(self, output: np.ndarray) -> Decided:
         out = np.asarray(output)
         if out.ndim != 2 or out.shape[1] < 2:
             raise InputError(
@@ -184,18 +275,15 @@ class MulticlassHead(DecisionHead):
             )
         n, num = out.shape
         x = out.astype(np.float64)
-        decision = np.argmax(x, axis=1).astype(np.int64)
         if n == 0:
-            return Decided(decision, _nan(0), _nan(0), num_classes=num)
-        top2 = np.partition(x, num - 2, axis=1)[:, -2:]
-        score = top2[:, 1]
-        return Decided(decision, score, score - top2[:, 0], num_classes=num)
+            return Decided(np.zeros(0, np.int64), _nan(0), _nan(0), num_classes=num)
+        return Decided(*_top2(x), num_classes=num)
 
 
 class TopKHead(DecisionHead):
     """The k highest classes, best first; a flip is a change of the top-k *set*."""
 
-    def decide(self, output: np.ndarray) -> Decided:
+    def _decide(self, output: np.ndarray) -> Decided:
         out = np.asarray(output)
         k = self.task.k
         if out.ndim != 2:
@@ -229,9 +317,21 @@ class TopKHead(DecisionHead):
 
 
 class MultilabelHead(DecisionHead):
-    """Per class score > threshold; margin = distance of the closest class to its threshold."""
+    """Per class score > threshold; margin = distance of the closest class to its threshold.
+    An output of rank > 2 (several maps, [B, K, H, W]) is decided per element."""
 
-    def decide(self, output: np.ndarray) -> Decided:
+    def elements(self, output: np.ndarray) -> Elements | None:
+        out = np.asarray(output)
+        if out.ndim < 3:
+            return None
+        if isinstance(self.task.threshold, tuple) and len(self.task.threshold) > 1:
+            raise InputError(f"multilabel task: one threshold per class needs an output of "
+                             f"shape (n, C), got {out.shape}; give one threshold")
+        task = TaskConfig("binary", threshold=np.ravel(self.task.threshold)[0],
+                          logits=self.task.logits)
+        return Elements(*_threshold(out.astype(np.float64), task))
+
+    def _decide(self, output: np.ndarray) -> Decided:
         out = np.asarray(output)
         if out.ndim != 2:
             raise InputError(f"multilabel task: expected output of shape (n, C), got {out.shape}")
@@ -259,16 +359,30 @@ class MultilabelHead(DecisionHead):
 
 
 class RegressionHead(DecisionHead):
-    """The values themselves; a flip is |c - r| > atol + rtol*|r| anywhere in the sample."""
+    """The values themselves; a flip is |c - r| > atol + rtol*|r| anywhere in the sample. An
+    output of rank > 2 is checked per element and only per-sample counts are kept."""
 
-    def decide(self, output: np.ndarray) -> Decided:
+    def _decide(self, output: np.ndarray) -> Decided:
         out = self._as_array(output)
         n = out.shape[0]
         values = out.astype(np.float64)
-        if values.ndim > 2:
-            values = values.reshape(n, -1)
         score = values.copy() if values.ndim == 1 else _nan(n)
         return Decided(values, score, _nan(n))
+
+    def elements(self, output: np.ndarray) -> Elements | None:
+        out = np.asarray(output)
+        if out.ndim < 3:
+            return None
+        values = out.astype(np.float64)
+        return Elements(values, values, np.full(values.shape, np.nan))
+
+    def _far(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            close = np.abs(c - r) <= self.task.atol + self.task.rtol * np.abs(r)
+        close &= np.isfinite(r)  # an infinite reference would make the tolerance infinite
+        # Identical values (same Inf) and NaN on both sides are agreement, not a flip.
+        close |= (r == c) | (np.isnan(r) & np.isnan(c))
+        return ~close
 
     def flipped(self, reference: Decided, candidate: Decided) -> np.ndarray:
         _check_same_length(reference, candidate)
@@ -277,12 +391,15 @@ class RegressionHead(DecisionHead):
         c = candidate.decision.reshape(n, -1).astype(np.float64)
         if r.shape != c.shape:
             return np.ones(n, dtype=bool)
+        return np.any(self._far(r, c), axis=1)
+
+    def element_flipped(self, reference: Elements, candidate: Elements) -> np.ndarray:
+        return self._far(reference.decision, candidate.decision)
+
+    def element_priority(self, reference: Elements, candidate: Elements) -> np.ndarray:
+        """The largest difference is shown (regression has no boundary)."""
         with np.errstate(invalid="ignore"):
-            close = np.abs(c - r) <= self.task.atol + self.task.rtol * np.abs(r)
-        close &= np.isfinite(r)  # an infinite reference would make the tolerance infinite
-        # Identical values (same Inf) and NaN on both sides are agreement, not a flip.
-        close |= (r == c) | (np.isnan(r) & np.isnan(c))
-        return ~np.all(close, axis=1)
+            return -np.abs(candidate.decision - reference.decision)
 
 
 def load_entry_point(spec: str, what: str = "custom task") -> Callable:
@@ -290,8 +407,36 @@ def load_entry_point(spec: str, what: str = "custom task") -> Callable:
     return _load_entry_point(spec, InputError, expected=f"{what}: module:function")
 
 
+def _sample_text(value: object) -> str:
+    """One sample's non-numeric decision (a decoded text line, a set of boxes) as the text
+    flips compare: a string as it is, anything else as canonical JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)
+    return json.dumps(jsonable(value), sort_keys=True, default=str)
+
+
+def _custom_decisions(values: object) -> np.ndarray:
+    """Numbers stay an array (n,) or (n, k); strings, tuples, lists of boxes become one text
+    per sample (a string array, saved without pickle)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged: a different number of boxes per sample
+        array = None
+    if array is not None and array.dtype.kind in "biuf":
+        return array
+    if array is not None and array.ndim == 0:
+        return array
+    items = list(values)  # type: ignore[call-overload]
+    texts = [_sample_text(v.tolist() if isinstance(v, np.ndarray) else v) for v in items]
+    return np.array(texts, dtype=str) if texts else np.zeros(0, dtype="<U1")
+
+
 class CustomHead(DecisionHead):
-    """A user function: output -> decisions (n,) or (decisions, scores)."""
+    """A user function: output -> decisions or (decisions, scores). Decisions are numbers
+    (n,) or (n, k), or one string / tuple / list per sample (a decoded text, a set of boxes),
+    which flips compare as text."""
 
     def __init__(self, task: TaskConfig) -> None:
         super().__init__(task)
@@ -306,9 +451,10 @@ class CustomHead(DecisionHead):
                 raise InputError(
                     f"custom task: {self.task.custom} must return decisions or (decisions, scores)"
                 )
-            decision, score = np.asarray(result[0]), np.asarray(result[1], dtype=np.float64)
+            decision = _custom_decisions(result[0])
+            score = np.asarray(result[1], dtype=np.float64)
         else:
-            decision, score = np.asarray(result), _nan(n)
+            decision, score = _custom_decisions(result), _nan(n)
         name = self.task.custom
         if decision.ndim == 0 or decision.shape[0] != n:
             raise InputError(

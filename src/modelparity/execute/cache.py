@@ -8,7 +8,14 @@ import json
 import os
 from typing import Any
 
-from modelparity.decisions.store import decided_path, load_decided, save_decided
+from modelparity.decisions.store import (
+    decided_path,
+    element_flips_path,
+    load_decided,
+    load_element_flips,
+    save_decided,
+    save_element_flips,
+)
 from modelparity.execute.outcome import BackendRun
 from modelparity.execute.spool import OutputSpool
 from modelparity.numerics import ErrorStats
@@ -34,6 +41,8 @@ def save(run: BackendRun, folder: str, key: str) -> None:
     })
     assert run.decided is not None
     save_decided(decided_path(folder, run.spec), run.decided)
+    if run.element_flips is not None:
+        save_element_flips(element_flips_path(folder, run.spec), run.element_flips)
     tmp = path + ".tmp"
     with open(tmp, "w") as handle:
         json.dump(data, handle)
@@ -61,6 +70,7 @@ def load(folder: str, planned: Any, key: str) -> BackendRun | None:
                 for name, stats in (data.get("errors") or {}).items()},
         decided=load_decided(decided_path(folder, planned.text)),
         roundtrip=RoundTrip.from_counts(counts) if counts else None,
+        element_flips=load_element_flips(element_flips_path(folder, planned.text)),
         resumed=True)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelparity.decisions import Decided
+from modelparity.decisions.elements import ElementFlips
 from modelparity.numerics import ErrorStats
 from modelparity.numerics.latency import Latency
 from modelparity.numerics.roundtrip import RoundTrip
@@ -27,6 +28,7 @@ class BackendRun:
     errors: dict[str, ErrorStats] = field(default_factory=dict)  # per output, candidates only
     decided: Decided | None = None
     roundtrip: RoundTrip | None = None
+    element_flips: ElementFlips | None = None  # outputs decided per element: flips per sample
     resumed: bool = False  # read back from an earlier run's folder (--resume)
 
     @property

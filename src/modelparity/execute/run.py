@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from modelparity.decisions import DecisionAccumulator, DecisionHead
+from modelparity.decisions.elements import ElementFlipAccumulator, compare
 from modelparity.errors import ModelParityError
 from modelparity.execute import cache
 from modelparity.execute.outcome import FAILED, OK, SKIPPED, BackendRun
@@ -107,6 +108,7 @@ class CompareSink:
         self.partial = partial
         self.errors: dict[str, ErrorAccumulator] = {}
         self.decisions = DecisionAccumulator(samples)
+        self.element_flips = ElementFlipAccumulator()
         self.roundtrip = RoundTripAccumulator() if roundtrip else None
 
     def update(self, block: Block) -> None:
@@ -129,7 +131,20 @@ class CompareSink:
             self.errors[name].update(ref, cand)
             if self.roundtrip is not None and cand.dtype.kind == "f":
                 self.roundtrip.update(cand)
-        self.decisions.update(self.head.decide(np.asarray(block.outputs[self.output])))
+        self._decide(reference[self.output], np.asarray(block.outputs[self.output]))
+
+    def _decide(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """Per-sample decisions; where the output is decided per element, its flips are
+        counted here, with the reference's elements at hand, and only per-sample counts kept."""
+        mine = self.head.elements(candidate)
+        if mine is None:
+            self.decisions.update(self.head.decide(candidate))
+            return
+        theirs = self.head.elements(reference)
+        assert theirs is not None
+        self.decisions.update(self.head.summarise(mine, candidate))
+        self.element_flips.update(compare(theirs, mine, self.head.element_flipped(theirs, mine),
+                                          self.head.element_priority(theirs, mine)))
 
     def finish(self) -> None:
         if not self.partial and self.reader.remaining:
@@ -137,8 +152,10 @@ class CompareSink:
                                 "reference")
 
     def result(self) -> dict[str, Any]:
+        element_flips = self.element_flips.result()
         return {"errors": {name: acc.result() for name, acc in self.errors.items()},
                 "decided": self.decisions.result(),
+                "element_flips": element_flips if len(element_flips) else None,
                 "roundtrip": self.roundtrip.result() if self.roundtrip else None}
 
 

@@ -13,6 +13,7 @@ from modelparity.inputs.base import (
     conform_batch,
     rebatch,
 )
+from modelparity.inputs.class_names import as_class_names, load_class_names
 from modelparity.inputs.entrypoint import EntryPointSource
 from modelparity.inputs.labels import load_labels
 from modelparity.inputs.sources import open_inputs
@@ -29,8 +30,10 @@ __all__ = [
     "NpzSource",
     "ParquetSource",
     "SyntheticSource",
+    "as_class_names",
     "check_inputs",
     "conform_batch",
+    "load_class_names",
     "load_labels",
     "open_inputs",
     "parse_shape",
