@@ -55,16 +55,19 @@ class Planted:
 
     def nudge(self, outputs, rows) -> None:
         """Add `delta` to output `name` (default: the first) at the given global sample rows,
-        optionally only in column `column`."""
+        optionally only in column `column` or at one `element` (comma-separated index)."""
         name = self.options.get("name", self.names[0])
         delta = float(self.options["nudge"])
         targets = [int(r) for r in self.options.get("rows", "").split(",") if r]
         column = self.options.get("column")
+        element = tuple(int(i) for i in self.options.get("element", "").split(",") if i)
         array = np.array(outputs[name], copy=True)
         for row in targets:
             local = row - self.rows_seen
             if 0 <= local < rows:
-                if column is None:
+                if element:  # one element of the sample (an index within it)
+                    array[(local, *element)] += delta
+                elif column is None:
                     array[local] += delta
                 else:
                     array[local, int(column)] += delta

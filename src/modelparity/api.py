@@ -12,11 +12,11 @@ It reads like the data flow: inputs -> plan (`plan/`) -> execute, one worker pro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
 
 import numpy as np
 
@@ -26,8 +26,17 @@ from modelparity.decisions import TaskConfig, make_head
 from modelparity.environment import environment
 from modelparity.errors import InputError
 from modelparity.execute.run import Context, NoProgress, Progress, execute
-from modelparity.inputs import FirstSamples, InputSource, check_inputs, load_labels, open_inputs
+from modelparity.inputs import (
+    FirstSamples,
+    InputSource,
+    as_class_names,
+    check_inputs,
+    load_labels,
+    open_inputs,
+)
+from modelparity.inputs.layout import Layout, resolve_layout
 from modelparity.model import PreparedModel, prepare_model
+from modelparity.model.signature import Signature
 from modelparity.plan import DEFAULT_REFERENCE, PROFILE_SAMPLES, Settings, make_plan
 from modelparity.repro import write_repros
 from modelparity.result import AuditResult
@@ -43,6 +52,7 @@ def audit(
     *,
     task: str | TaskConfig = "binary",
     labels: str | np.ndarray | None = None,
+    class_names: str | Sequence[str] | None = None,
     reference: str | BackendSpec = DEFAULT_REFERENCE,
     batch_size: int = Settings.batch_size,
     shapes: dict[str, tuple[int, ...]] | None = None,
@@ -57,6 +67,9 @@ def audit(
     fingerprint: bool = Settings.fingerprint,
     profile_samples: int = PROFILE_SAMPLES,
     fix: bool = Settings.fix,
+    batch_axes: dict[str, int] | None = None,
+    per_item: bool = False,
+    carry: dict[str, str] | None = None,
     progress: Progress | None = None,
 ) -> AuditResult:
     """Run `model` on the reference and every backend in `backends`, on the same inputs.
@@ -73,24 +86,46 @@ def audit(
     Every backend is checked against the knowledge base of silent precision defaults
     (`BackendResult.findings`); with `fix`, each candidate with a finding also runs in its fixed
     variant, and `AuditResult.fixes` holds both sides: flips, errors and latency before and after.
+    `class_names` (a text file with one name per line, a .json list or mapping, or a list of
+    names) makes the reports show a class decision as `cat (3)` instead of `3`.
+    `batch_axes` ({"state": 1}) says where a tensor keeps its batch when the signature does not
+    (a symbolic batch dim is found by name; a batch fixed at 1 runs one sample per call).
+    `per_item` runs each item of a module:function feed, or each shard of a directory, as one
+    call, never re-batched: shapes may differ between items. `carry` ({"stateN": "state"})
+    feeds each call's output into the next call's input, the way a deployment runs a recurrent
+    model; an item that gives the input starts a sequence. Each candidate then also runs
+    teacher-forced (fed the reference's state; `AuditResult.teacher_forced`): the gap between
+    the two is drift.
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
     settings = Settings(batch_size, timeout, warmup, fingerprint, profile_samples, fix)
-    plan = make_plan(backends, reference, settings)  # every spec checked before anything runs
+    carried = tuple((carry or {}).items())
+    # every spec checked before anything runs
+    plan = make_plan(backends, reference, settings, carries_state=bool(carried))
     if resume and not out:
         raise InputError("--resume needs --out: the folder of the run to resume")
     label_values, label_name = _labels(labels)
+    names = as_class_names(class_names)
     with contextlib.ExitStack() as stack:
         workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
         os.makedirs(workdir, exist_ok=True)
         prepared = model if isinstance(model, PreparedModel) else prepare_model(
             model, workdir, allow_pickle=allow_pickle)
-        config = _as_task(task, prepared.signature.output_names)
+        layout = resolve_layout(prepared.signature, batch_axes, carried, per_item)
+        signature = layout.canonical(prepared.signature)  # every tensor's samples on axis 0
+        if layout.fixed_batch is not None and not layout.per_item:
+            batch_size = layout.fixed_batch  # the model takes no other batch
+            plan = dataclasses.replace(plan, settings=dataclasses.replace(
+                plan.settings, batch_size=batch_size))
+        config = _as_task(task, prepared.signature, layout)
         source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
-            inputs, prepared.signature, shapes=shapes, samples=samples, seed=seed,
-            value_range=value_range)
-        check_inputs(source, prepared.signature, batch_size)
+            inputs, signature, shapes=shapes, samples=samples, seed=seed,
+            value_range=value_range, layout=layout)
+        check_inputs(source, signature, batch_size, layout)
+        if label_values is not None and _per_element(config, signature):
+            raise InputError(f"{label_name}: labels are one per sample, but output "
+                             f"'{config.output}' is decided per element; audit without labels")
         if label_values is not None and source.num_samples is not None \
                 and len(label_values) != source.num_samples:
             raise InputError(f"{label_name}: expected {source.num_samples} labels (one per "
@@ -98,11 +133,14 @@ def audit(
         head = make_head(config)
         context = Context(prepared, source, FirstSamples(source, profile_samples), head,
                           config.output or "", workdir,
-                          _run_key(prepared, source, batch_size, config, plan.reference.key),
-                          progress or NoProgress())
+                          _run_key(prepared, source, batch_size, config, plan.reference.key,
+                                   layout),
+                          progress or NoProgress(), layout)
         execution = execute(plan, context, resume=resume)
-        question = Question(prepared, {"source": source.describe(), "batch_size": batch_size},
-                            config, head, label_values, label_name, environment(), out)
+        question = Question(prepared, {"source": source.describe(), "batch_size": batch_size,
+                                       **layout.describe()},
+                            config, head, label_values, label_name, environment(), out,
+                            class_names=names)
         result = analyse(plan, execution.runs, execution.samples, question)
         if out:
             write_repros(result, prepared, source, batch_size)
@@ -110,22 +148,38 @@ def audit(
         return result
 
 
-def _as_task(task: str | TaskConfig, signature_outputs: list[str]) -> TaskConfig:
+def _as_task(task: str | TaskConfig, signature: Signature, layout: Layout) -> TaskConfig:
+    """The task with its output named, and its class axis counted with samples first."""
     config = task if isinstance(task, TaskConfig) else TaskConfig(kind=task)
+    outputs = signature.output_names
     if config.output is None:
-        config = TaskConfig(**{**asdict(config), "output": signature_outputs[0]})
-    elif config.output not in signature_outputs:
+        config = dataclasses.replace(config, output=outputs[0])
+    elif config.output not in outputs:
         raise InputError(f"--output {config.output}: not a model output "
-                         f"(outputs: {', '.join(signature_outputs)})")
+                         f"(outputs: {', '.join(outputs)})")
+    axis, batch = config.class_axis, layout.axis(str(config.output))
+    rank = len(next(o for o in signature.outputs if o.name == config.output).shape)
+    if axis is not None and rank:
+        if not -rank <= axis < rank or axis % rank == batch:
+            raise InputError(f"--class-axis {axis}: output '{config.output}' has rank {rank} "
+                             f"with its samples on axis {batch}; give another of its axes")
+        axis %= rank
+        config = dataclasses.replace(config, class_axis=axis + 1 if axis < batch else axis)
     return config
 
 
+def _per_element(config: TaskConfig, signature: Signature) -> bool:
+    """Outputs of rank > 2 are decided per element (regression, maps, sequences)."""
+    info = next(o for o in signature.outputs if o.name == config.output)
+    return len(info.shape) > 2 and config.kind != "custom"
+
+
 def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
-             reference: str) -> str:
+             reference: str, layout: Layout) -> str:
     """Identifies a run's settings, so --resume never mixes results of different settings."""
     stat = os.stat(model.onnx_path)
     parts = [model.source, str(stat.st_size), str(int(stat.st_mtime)), repr(source),
-             str(batch_size), repr(task), reference, __version__]
+             str(batch_size), repr(task), reference, repr(layout), __version__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

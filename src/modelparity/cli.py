@@ -112,8 +112,24 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for synthetic inputs.")] = 0,
     value_range: Annotated[str, typer.Option(
         help="LOW,HIGH of synthetic input values.")] = "-1,1",
-    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] \
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call (a model whose "
+                                                 "batch is fixed takes its own).")] \
         = Settings.batch_size,
+    per_item: Annotated[bool, typer.Option(
+        "--per-item",
+        help="Run each item of a module:function feed, or each shard of a --data folder, as "
+             "one call, never re-batched: images of different sizes, one per call.")] = False,
+    batch_axis: Annotated[list[str] | None, typer.Option(
+        "--batch-axis", metavar="NAME=AXIS",
+        help="Where an input or output keeps its batch, when not on axis 0 and the model "
+             "does not name it: e.g. state=1 for a recurrent state [layers, B, hidden]. "
+             "Repeatable.")] = None,
+    carry: Annotated[list[str] | None, typer.Option(
+        "--carry", metavar="OUTPUT=INPUT",
+        help="Feed each call's OUTPUT into the next call's INPUT, as a deployment runs a "
+             "recurrent model (e.g. stateN=state); implies --per-item. An item that gives "
+             "INPUT starts a new sequence with it. Each backend also runs teacher-forced (fed "
+             "the reference's state): the gap is drift. Repeatable.")] = None,
     task: Annotated[str, typer.Option(
         help="What the model decides: binary (score > threshold), multiclass (argmax), topk, "
              "multilabel (per-class thresholds), regression (tolerance), custom.")] = "binary",
@@ -126,6 +142,11 @@ def run(
         help="binary/multilabel: the output is a logit; a sigmoid gives the probability.")]
         = False,
     k: Annotated[int, typer.Option(help="topk: how many top classes make the decision.")] = 5,
+    class_axis: Annotated[int | None, typer.Option(
+        help="multiclass on an output of rank > 2: the axis holding the classes, as the model "
+             "gives it (2 for [B, T, C] decided per time step, 1 for [B, C, H, W] per pixel). "
+             "binary, multilabel and regression decide such outputs per element without "
+             "it.")] = None,
     atol: Annotated[float, typer.Option(help="regression: absolute tolerance.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="regression: relative tolerance.")] = 1e-3,
     custom: Annotated[str | None, typer.Option(
@@ -134,6 +155,11 @@ def run(
     labels: Annotated[str | None, typer.Option(
         help="True labels (.npy or .csv), one per sample: adds confusion matrices and "
              "metrics per backend.")] = None,
+    class_names: Annotated[str | None, typer.Option(
+        "--class-names", metavar="FILE",
+        help="Names of the classes, so flips read 'cat (3) -> dog (5)' instead of '3 -> 5': "
+             "a text file with one name per line (line 1 is class 0), or a .json list of "
+             "names or mapping {\"0\": \"cat\"} / {\"cat\": 0}.")] = None,
     timeout: Annotated[float, typer.Option(
         help="Seconds one step of a backend (loading the model, or one batch) may take "
              "before it is stopped and reported as failed.")] = Settings.timeout,
@@ -201,21 +227,27 @@ def run(
     from modelparity.api import audit
     from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
+    from modelparity.inputs.layout import parse_axes, parse_carry
     from modelparity.policy import parse_policies
 
     try:
         policies = parse_policies(fail_on)
         shapes = dict(parse_shape(text) for text in shape or [])
         config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
-                            logits=logits, k=k, atol=atol, rtol=rtol, custom=custom)
+                            logits=logits, k=k, atol=atol, rtol=rtol, custom=custom,
+                            class_axis=class_axis)
+        axes = parse_axes(batch_axis or [])
+        carried = dict(parse_carry(carry or []))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             result = audit(
-                model, backend, data, task=config, labels=labels, reference=reference,
+                model, backend, data, task=config, labels=labels, class_names=class_names,
+                reference=reference,
                 batch_size=batch_size, shapes=shapes, samples=samples, seed=seed,
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
                 out=out, resume=resume, allow_pickle=allow_pickle, fingerprint=fingerprint,
-                profile_samples=profile_samples, fix=fix, progress=BarProgress(bar),
+                profile_samples=profile_samples, fix=fix, batch_axes=axes, per_item=per_item,
+                carry=carried, progress=BarProgress(bar),
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None

@@ -57,7 +57,7 @@ class FixOutcome:
 @dataclass(frozen=True)
 class BackendResult:
     spec: str
-    role: str  # "reference" or "candidate"
+    role: str  # reference | candidate | profile | teacher-forced
     status: str = OK  # ok | failed | skipped
     error: str | None = None  # one line, when not ok
     failure: dict[str, Any] | None = None  # stage and kind (user | exception | crash | timeout)
@@ -169,6 +169,9 @@ class AuditResult:
     at_risk: list[AtRisk] = field(default_factory=list)
     fixes: list[FixOutcome] = field(default_factory=list)  # before and after each fix
     class_names: list[str] | None = None  # by class index (--class-names), for the reports
+    # With carried state (--carry): each candidate fed the reference's state at every step.
+    # Its flips beside the candidate's own-state ones: one step's error vs drift.
+    teacher_forced: list[BackendResult] = field(default_factory=list)
 
     @property
     def backends(self) -> list[BackendResult]:
@@ -210,6 +213,7 @@ class AuditResult:
             "at_risk": [a.to_dict() for a in self.at_risk],
             "fixes": [f.to_dict() for f in self.fixes],
             "class_names": self.class_names,
+            "teacher_forced": [t.to_dict() for t in self.teacher_forced],
         })
 
     def save(self, path: str) -> str:
@@ -243,6 +247,7 @@ class AuditResult:
             fixes=[FixOutcome.from_dict(f) for f in data.get("fixes") or []],
             class_names=(None if data.get("class_names") is None
                          else [str(name) for name in data["class_names"]]),
+            teacher_forced=[backend(t) for t in data.get("teacher_forced") or []],
         )
 
     @classmethod

@@ -37,6 +37,7 @@ class Question:
     label_name: str | None
     environment: dict[str, Any]
     out: str | None  # where repro scripts go
+    class_names: list[str] | None = None  # by class index, for the reports
 
 
 def _metrics(question: Question, run: BackendRun) -> Any:
@@ -102,6 +103,7 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
     ref_run = runs[plan.reference.key]
     reference = _result(ref_run, plan.reference, metrics=_metrics(question, ref_run))
     candidates = [_compared(question, reference, runs[p.key], p) for p in plan.candidates]
+    forced = [_compared(question, reference, runs[p.key], p) for p in plan.teacher_forced]
     profiles = {p.label or p.text: _compared(question, reference, runs[p.key], p)
                 for p in plan.yardsticks}
     if plan.settings.fingerprint:
@@ -134,5 +136,7 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
         environment=question.environment,
         profiles=profiles,
         at_risk=at_risk,
+        class_names=question.class_names,
+        teacher_forced=forced,
     )
     return dataclasses.replace(result, fixes=fix_outcomes(result))

@@ -25,6 +25,7 @@ from modelparity.execute.protocol import Block
 from modelparity.execute.runner import BackendFailed, BackendWorker
 from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import InputSource
+from modelparity.inputs.layout import Layout
 from modelparity.model import PreparedModel
 from modelparity.numerics import ErrorAccumulator
 from modelparity.numerics.roundtrip import RoundTripAccumulator
@@ -58,6 +59,7 @@ class Context:
     workdir: str
     key: str  # the run's identity, so --resume never mixes settings
     progress: Progress
+    layout: Layout | None = None  # batch axes, per-item calls, carried state
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,11 @@ class CompareSink:
         self.roundtrip = RoundTripAccumulator() if roundtrip else None
 
     def update(self, block: Block) -> None:
-        reference = self.reader.read(sum(block.rows))
+        try:
+            reference = self.reader.read(sum(block.rows))
+        except ValueError as exc:
+            raise BackendFailed("compare", "mismatch", f"its outputs do not have the "
+                                f"reference's shapes in block {block.index} ({exc})") from None
         if reference is None:
             raise BackendFailed("compare", "mismatch", "returned more samples than the "
                                 "reference")
@@ -196,9 +202,12 @@ def _start(planned: Iterable[Planned], context: Context, source: InputSource,
     workers = {}
     for item in planned:
         log = os.path.join(context.workdir, "logs", slug(item.text) + ".log")
+        teacher = (os.path.join(context.workdir, "reference"), context.key) \
+            if item.teacher_forced else None
         workers[item.key] = BackendWorker(item.spec, context.model, source, settings.batch_size,
                                           timeout=settings.timeout, warmup=settings.warmup,
-                                          log_path=log, prediction=item.prediction)
+                                          log_path=log, prediction=item.prediction,
+                                          layout=context.layout, teacher=teacher)
     for worker in workers.values():
         worker.start()
     for worker in workers.values():
@@ -220,7 +229,8 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
     ref = plan.reference
     found = cache.saved_reference(context.workdir, ref, context.key) if resume else None
     saved = ({p.key: cache.load(folder, p, context.key)
-              for p in (*plan.candidates, *plan.yardsticks)} if found else {})
+              for p in (*plan.candidates, *plan.teacher_forced, *plan.yardsticks)}
+             if found else {})
     to_start = [p for p in plan.candidates if saved.get(p.key) is None]
     workers = _start([ref, *to_start] if found is None else to_start, context, context.source,
                      plan.settings)
@@ -276,6 +286,11 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
         for item in plan.candidates:
             if not restored(item):
                 runs[item.key] = compare(item, workers[item.key], partial=False)
+        # Teacher-forced runs read the reference's finished spool: started only now.
+        forced = [item for item in plan.teacher_forced if not restored(item)]
+        workers.update(_start(forced, context, context.source, plan.settings))
+        for item in forced:
+            runs[item.key] = compare(item, workers[item.key], partial=False)
         pending = [item for item in plan.yardsticks if not restored(item)]
         # The yardsticks load a wave at a time (one per core), not all at once: each holds a
         # copy of the model, and their timings are not reported, so overlap does not matter.

@@ -25,6 +25,7 @@ from modelparity.execute.protocol import (
     StageMarker,
 )
 from modelparity.inputs import InputSource
+from modelparity.inputs.layout import Layout
 from modelparity.model import PreparedModel
 from modelparity.numerics.latency import Latency
 from modelparity.spec import BackendSpec
@@ -45,6 +46,8 @@ class Job:
     prediction: Prediction | None = None  # the runtime cannot execute here: a stand-in runs
     stage_path: str | None = None  # where the worker marks the batch it is in (StageMarker)
     runtime: Runtime | None = None  # the spec's runtime declaration
+    layout: Layout | None = None  # batch axes, per-item calls, carried state
+    teacher: tuple[str, str] | None = None  # (spool folder, run key): feed the reference's state
 
 
 class BackendFailed(Exception):
@@ -73,11 +76,12 @@ class BackendWorker:
 
     def __init__(self, spec: BackendSpec, model: PreparedModel, source: InputSource,
                  batch_size: int, *, timeout: float, warmup: int, log_path: str | None = None,
-                 prediction: Prediction | None = None) -> None:
+                 prediction: Prediction | None = None, layout: Layout | None = None,
+                 teacher: tuple[str, str] | None = None) -> None:
         self.spec = spec
         self.stage_path = StageMarker.create(log_path + ".stage") if log_path else None
         self.job = Job(spec, model, source, batch_size, warmup, log_path, prediction,
-                       self.stage_path, get_runtime(spec.runtime))
+                       self.stage_path, get_runtime(spec.runtime), layout, teacher)
         self.timeout = timeout
         self.log_path = log_path
         self.child: Child | None = None

@@ -17,12 +17,14 @@ def _file_name(index: int) -> str:
 
 
 class OutputSpool:
+    """Written one block at a time, in order. Each block's per-sample shapes are recorded:
+    images of different sizes give maps of different sizes, block by block."""
+
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.names: list[str] = []
         self.dtypes: list[str] = []
-        self.sample_shapes: list[list[int]] = []
-        self.rows: list[int] = []
+        self.chunks: list[tuple[int, list[list[int]]]] = []  # rows, per-sample shape per output
         self.key: str = ""
         self._files: list[Any] = []
 
@@ -38,29 +40,31 @@ class OutputSpool:
         if not self._files:
             self.names = list(outputs)
             for index, name in enumerate(self.names):
-                array = outputs[name]
-                self.dtypes.append(array.dtype.str)
-                self.sample_shapes.append(list(array.shape[1:]))
+                self.dtypes.append(outputs[name].dtype.str)
                 path = os.path.join(self.directory, _file_name(index))
                 self._files.append(open(path, "wb"))  # noqa: SIM115 - closed in finish()
         rows = None
+        shapes = []
         for index, name in enumerate(self.names):
             array = np.ascontiguousarray(outputs[name], dtype=np.dtype(self.dtypes[index]))
-            if list(array.shape[1:]) != self.sample_shapes[index]:
-                raise ValueError(
-                    f"reference output '{name}' changed shape between batches: "
-                    f"{array.shape[1:]} after {tuple(self.sample_shapes[index])}"
-                )
+            if rows is not None and array.shape[0] != rows:
+                raise ValueError(f"reference output '{name}' has {array.shape[0]} samples in a "
+                                 f"block of {rows}")
             rows = array.shape[0]
+            shapes.append([int(d) for d in array.shape[1:]])
             self._files[index].write(array.tobytes())
-        self.rows.append(int(rows or 0))
+        rows = int(rows or 0)
+        if self.chunks and self.chunks[-1][1] == shapes:  # same shapes: one longer chunk
+            self.chunks[-1] = (self.chunks[-1][0] + rows, shapes)
+        else:
+            self.chunks.append((rows, shapes))
 
     def finish(self) -> None:
         for handle in self._files:
             handle.close()
         self._files = []
         manifest = {"key": self.key, "names": self.names, "dtypes": self.dtypes,
-                    "sample_shapes": self.sample_shapes, "rows": self.rows}
+                    "chunks": [[rows, shapes] for rows, shapes in self.chunks]}
         with open(os.path.join(self.directory, MANIFEST), "w") as handle:
             json.dump(manifest, handle)
 
@@ -76,21 +80,23 @@ class OutputSpool:
         path = os.path.join(directory, MANIFEST)
         if not os.path.exists(path):
             return None
-        with open(path) as handle:
-            manifest = json.load(handle)
-        if manifest.get("key") != key:
-            return None
-        spool = cls(directory)
-        spool.key = key
-        spool.names = manifest["names"]
-        spool.dtypes = manifest["dtypes"]
-        spool.sample_shapes = manifest["sample_shapes"]
-        spool.rows = manifest["rows"]
+        try:
+            with open(path) as handle:
+                manifest = json.load(handle)
+            if manifest.get("key") != key:
+                return None
+            spool = cls(directory)
+            spool.key = key
+            spool.names = manifest["names"]
+            spool.dtypes = manifest["dtypes"]
+            spool.chunks = [(int(rows), shapes) for rows, shapes in manifest["chunks"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # an older or damaged spool is run again, never half-read
         return spool
 
     @property
     def total_rows(self) -> int:
-        return sum(self.rows)
+        return sum(rows for rows, _ in self.chunks)
 
     def reader(self) -> SpoolReader:
         """The reference outputs again, read in any number of rows at a time."""
@@ -99,23 +105,40 @@ class OutputSpool:
 
 class SpoolReader:
     """Reads a finished spool front to back, `read(rows)` at a time: a candidate's blocks need
-    not have the reference's boundaries."""
+    not have the reference's boundaries, as long as the rows asked for have one shape."""
 
     def __init__(self, spool: OutputSpool) -> None:
         self.spool = spool
         self.remaining = spool.total_rows
+        self._chunk = 0
+        self._used = 0  # rows already read from the current chunk
         self._handles = [open(os.path.join(spool.directory, _file_name(i)), "rb")  # noqa: SIM115
                          for i in range(len(spool.names))]
 
     def read(self, rows: int) -> dict[str, np.ndarray] | None:
-        """The next `rows` rows of every output; None when fewer than that are left."""
+        """The next `rows` rows of every output; None when fewer than that are left. Raises
+        ValueError when those rows span blocks of different per-sample shapes."""
         if rows > self.remaining:
             return None
+        pieces: list[tuple[int, list[list[int]]]] = []
+        left = rows
+        while left > 0:
+            size, shapes = self.spool.chunks[self._chunk]
+            take = min(left, size - self._used)
+            pieces.append((take, shapes))
+            left -= take
+            self._used += take
+            if self._used == size:
+                self._chunk += 1
+                self._used = 0
+        if len({json.dumps(shapes) for _, shapes in pieces}) > 1:
+            raise ValueError(f"the reference's {rows} rows here have different shapes")
         self.remaining -= rows
+        shapes = pieces[0][1] if pieces else [[0]] * len(self.spool.names)
         out = {}
         for index, name in enumerate(self.spool.names):
             dtype = np.dtype(self.spool.dtypes[index])
-            shape = (rows, *self.spool.sample_shapes[index])
+            shape = (rows, *shapes[index]) if pieces else (0,)
             count = int(np.prod(shape))
             out[name] = np.fromfile(self._handles[index], dtype=dtype, count=count).reshape(shape)
         return out

@@ -37,7 +37,10 @@ from modelparity.execute.protocol import (
     serve,
 )
 from modelparity.execute.runner import Job
+from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import conform_batch
+from modelparity.inputs.base import calls
+from modelparity.inputs.layout import Layout
 from modelparity.serialize import jsonable
 from modelparity.spec import BackendSpec
 
@@ -98,25 +101,32 @@ def run_job(job: Job, conn: Connection) -> None:
         backend = create_backend(job.spec, job.prediction, job.runtime)
         backend.activate(job.model)
         where = job.source.describe()
+        layout = job.layout or Layout()
+        signature = layout.canonical(job.model.signature)  # the sources' batches: samples first
         stage = "warm-up"
         # Warm up while loading, before Ready: untimed work overlaps other workers' loading.
-        first = next(iter(job.source.batches(job.batch_size)), None)
+        first = next(calls(job.source, job.batch_size, layout), None)
         if first is not None:
-            feed = conform_batch(first, job.model.signature, where)
+            feed = layout.to_model(conform_batch(first, signature, where))
             for _ in range(job.warmup):
                 backend.infer(feed)
         conn.send(Ready(_describe(backend, job.spec)))
         conn.recv()  # "go": wait while other backends run, so timings never overlap
         block = _Block(0)
         marker = StageMarker(job.stage_path)
-        for index, batch in enumerate(job.source.batches(job.batch_size)):
+        state = _State(layout, job.teacher)
+        for index, batch in enumerate(calls(job.source, job.batch_size, layout)):
             stage = f"batch {index}"
             marker.mark(index)
-            feed = conform_batch(batch, job.model.signature, where)
+            feed = conform_batch(state.fill(batch), signature, where)
+            rows = len(next(iter(feed.values())))
+            feed = layout.to_model(feed)
             start = time.perf_counter()
             outputs = backend.infer(feed)
             seconds = time.perf_counter() - start
-            block.add(len(next(iter(feed.values()))), seconds, outputs)
+            outputs = layout.to_canonical(outputs)
+            state.update(outputs, rows)
+            block.add(rows, seconds, outputs)
             if block.full:
                 _send(conn, block)
                 block = _Block(index + 1)
@@ -131,6 +141,45 @@ def run_job(job: Job, conn: Connection) -> None:
     except BaseException as exc:  # anything else the runtime throws is a finding
         message = f"{type(exc).__name__}: {first_line(exc)}"
         conn.send(Failed(stage, "exception", message, traceback.format_exc()))
+
+
+class _State:
+    """The state carried from one call into the next (`--carry`): the backend's own outputs,
+    or teacher-forced, the reference's outputs for the same items, read from its spool. An item
+    that gives the state input starts a sequence with it."""
+
+    def __init__(self, layout: Layout, teacher: tuple[str, str] | None) -> None:
+        self.carry = layout.carry
+        self.carried: dict[str, np.ndarray] = {}
+        self.reader: SpoolReader | None = None
+        if teacher is not None and self.carry:
+            spool = OutputSpool.load(*teacher)
+            if spool is None:
+                raise RuntimeError("teacher-forced run: the reference's outputs are not there")
+            self.reader = spool.reader()
+
+    def fill(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [(out, inp) for out, inp in self.carry if inp not in batch]
+        if not missing:
+            return batch
+        batch = dict(batch)
+        for out, inp in missing:
+            if inp not in self.carried:
+                raise ModelParityError(f"input '{inp}' is not given and no earlier call gave "
+                                       f"'{out}' to carry into it")
+            batch[inp] = self.carried[inp]
+        return batch
+
+    def update(self, outputs: dict[str, np.ndarray], rows: int) -> None:
+        if not self.carry:
+            return
+        source = outputs
+        if self.reader is not None:
+            source = self.reader.read(rows) or {}
+        for out, inp in self.carry:
+            if out not in source:
+                raise ModelParityError(f"--carry {out}={inp}: the model gave no output '{out}'")
+            self.carried[inp] = np.asarray(source[out])
 
 
 def _describe(backend: Any, spec: BackendSpec) -> dict[str, Any]:

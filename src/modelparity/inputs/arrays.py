@@ -28,6 +28,7 @@ from modelparity.inputs.base import (
     rebatch,
     takes_text,
 )
+from modelparity.inputs.layout import Layout
 from modelparity.model.signature import Signature
 
 # What a corrupt or truncated file can raise while we read it.
@@ -158,20 +159,27 @@ def read_npy_file_header(path: str, where: str) -> NpyHeader:
         return read_npy_header(f, where)
 
 
-def check_headers(headers: dict[str, NpyHeader], signature: Signature, where: str) -> int:
-    """Names, lengths, ranks, fixed dims and dtypes, before any data is read. Returns rows."""
+def check_headers(headers: dict[str, NpyHeader], signature: Signature, where: str,
+                  layout: Layout | None = None) -> int:
+    """Names, lengths, ranks, fixed dims and dtypes, before any data is read. Returns rows
+    (samples, along each array's batch axis)."""
     if not headers:
         raise InputError(f"{where}: holds no arrays ({takes_text(signature)})")
-    check_names(headers, signature, where)
+    check_names(headers, signature, where, layout.carried_inputs if layout else frozenset())
     first = None
     for name, header in headers.items():
-        check_meta(name, header.dtype, header.shape, signature.input(name), where)
+        shape = list(header.shape)
+        axis = layout.axis(name) if layout is not None else 0
+        if axis and len(shape) == len(signature.input(name).shape):
+            shape.insert(0, shape.pop(axis))
+        check_meta(name, header.dtype, tuple(shape), signature.input(name), where)
+        rows = shape[0]
         if first is None:
-            first = (name, header.rows)
-        elif header.rows != first[1]:
+            first = (name, rows)
+        elif rows != first[1]:
             raise InputError(
                 f"{where}: arrays '{first[0]}' ({first[1]} samples) and '{name}' "
-                f"({header.rows} samples) differ in length; all must share the first dimension"
+                f"({rows} samples) differ in length; all must share the batch dimension"
             )
     assert first is not None
     return first[1]
@@ -187,16 +195,23 @@ def npy_input_name(signature: Signature, where: str) -> str:
     return signature.inputs[0].name
 
 
+WHOLE = 1 << 62  # rows per chunk that read an array whole
+
+
 def npy_chunks(
-    path: str, name: str, signature: Signature, where: str, rows: int
+    path: str, name: str, signature: Signature, where: str, rows: int,
+    layout: Layout | None = None,
 ) -> Iterator[Batch]:
     with _open_file(path, where) as f:
         header = read_npy_header(f, where)
         for arr in iter_npy_rows(f, header, rows, where):
-            yield conform_batch({name: arr}, signature, where)
+            yield conform_batch({name: arr}, signature, where, layout)
 
 
-def npz_chunks(path: str, signature: Signature, where: str, rows: int) -> Iterator[Batch]:
+def npz_chunks(path: str, signature: Signature, where: str, rows: int,
+               layout: Layout | None = None) -> Iterator[Batch]:
+    """Chunks of `rows` rows along each file's axis 0; a layout that puts some batch on
+    another axis reads every array whole (rows=WHOLE)."""
     with _open_zip(path, where) as zf:
         members = npz_members(zf, where)
         streams = {}
@@ -212,7 +227,8 @@ def npz_chunks(path: str, signature: Signature, where: str, rows: int) -> Iterat
                 streams[name] = f
                 header = read_npy_header(f, f"{where}[{name}]")
                 iters[name] = iter_npy_rows(f, header, rows, f"{where}[{name}]")
-            check_names(iters, signature, where)
+            check_names(iters, signature, where,
+                        layout.carried_inputs if layout else frozenset())
             while True:
                 chunk = {name: next(it, None) for name, it in iters.items()}
                 if any(v is None for v in chunk.values()):
@@ -221,7 +237,7 @@ def npz_chunks(path: str, signature: Signature, where: str, rows: int) -> Iterat
                             f"{where}: arrays differ in length; all must share the first dimension"
                         )
                     return
-                yield conform_batch(chunk, signature, where)  # type: ignore[arg-type]
+                yield conform_batch(chunk, signature, where, layout)  # type: ignore[arg-type]
         finally:
             for f in streams.values():
                 f.close()
@@ -236,10 +252,12 @@ class NpySource:
     input_name: str
     signature: Signature
     num_samples: int | None
+    layout: Layout | None = None
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
+        rows = WHOLE if self.layout is not None and self.layout.moves else batch_size
         return rebatch(
-            npy_chunks(self.path, self.input_name, self.signature, self.name, batch_size),
+            npy_chunks(self.path, self.input_name, self.signature, self.name, rows, self.layout),
             batch_size,
             self.name,
         )
@@ -256,11 +274,12 @@ class NpzSource:
     name: str
     signature: Signature
     num_samples: int | None
+    layout: Layout | None = None
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        return rebatch(
-            npz_chunks(self.path, self.signature, self.name, batch_size), batch_size, self.name
-        )
+        rows = WHOLE if self.layout is not None and self.layout.moves else batch_size
+        return rebatch(npz_chunks(self.path, self.signature, self.name, rows, self.layout),
+                       batch_size, self.name)
 
     def describe(self) -> str:
         n = len(self.signature.inputs)
@@ -276,37 +295,47 @@ class DirectorySource:
     shards: tuple[str, ...]  # file names inside `path`, in reading order
     signature: Signature
     num_samples: int | None
+    layout: Layout | None = None
 
-    def _chunks(self, batch_size: int) -> Iterator[Batch]:
+    def _chunks(self, rows: int) -> Iterator[Batch]:
+        if self.layout is not None and self.layout.moves:
+            rows = WHOLE
         for shard in self.shards:
             full = os.path.join(self.path, shard)
             where = os.path.join(self.name, shard)
             if shard.lower().endswith(".npz"):
-                yield from npz_chunks(full, self.signature, where, batch_size)
+                yield from npz_chunks(full, self.signature, where, rows, self.layout)
             else:
                 name = npy_input_name(self.signature, where)
-                yield from npy_chunks(full, name, self.signature, where, batch_size)
+                yield from npy_chunks(full, name, self.signature, where, rows, self.layout)
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         return rebatch(self._chunks(batch_size), batch_size, self.name)
+
+    def items(self) -> Iterator[Batch]:
+        """Each shard whole, as one call."""
+        return self._chunks(WHOLE)
 
     def describe(self) -> str:
         return f"{self.name} ({len(self.shards)} shards, {self.num_samples} samples)"
 
 
-def open_npy(path: str, where: str, signature: Signature) -> NpySource:
+def open_npy(path: str, where: str, signature: Signature,
+             layout: Layout | None = None) -> NpySource:
     name = npy_input_name(signature, where)
     header = read_npy_file_header(path, where)
-    rows = check_headers({name: header}, signature, where)
-    return NpySource(os.path.abspath(path), where, name, signature, rows)
+    rows = check_headers({name: header}, signature, where, layout)
+    return NpySource(os.path.abspath(path), where, name, signature, rows, layout)
 
 
-def open_npz(path: str, where: str, signature: Signature) -> NpzSource:
-    rows = check_headers(read_npz_headers(path, where), signature, where)
-    return NpzSource(os.path.abspath(path), where, signature, rows)
+def open_npz(path: str, where: str, signature: Signature,
+             layout: Layout | None = None) -> NpzSource:
+    rows = check_headers(read_npz_headers(path, where), signature, where, layout)
+    return NpzSource(os.path.abspath(path), where, signature, rows, layout)
 
 
-def open_directory(path: str, where: str, signature: Signature) -> DirectorySource:
+def open_directory(path: str, where: str, signature: Signature,
+                   layout: Layout | None = None) -> DirectorySource:
     try:
         entries = sorted(os.listdir(path))
     except OSError as exc:
@@ -327,9 +356,10 @@ def open_directory(path: str, where: str, signature: Signature) -> DirectorySour
     for shard in shards:
         full, shard_where = os.path.join(path, shard), os.path.join(where, shard)
         if shard.lower().endswith(".npz"):
-            total += check_headers(read_npz_headers(full, shard_where), signature, shard_where)
+            total += check_headers(read_npz_headers(full, shard_where), signature, shard_where,
+                                   layout)
         else:
             name = npy_input_name(signature, shard_where)
             header = read_npy_file_header(full, shard_where)
-            total += check_headers({name: header}, signature, shard_where)
-    return DirectorySource(os.path.abspath(path), where, shards, signature, total)
+            total += check_headers({name: header}, signature, shard_where, layout)
+    return DirectorySource(os.path.abspath(path), where, shards, signature, total, layout)

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from modelparity.errors import InputError
+from modelparity.inputs.layout import Layout
 from modelparity.model.signature import Signature, TensorInfo
 
 Batch = dict[str, np.ndarray]
@@ -55,8 +56,10 @@ def check_batch_size(batch_size: int) -> None:
         raise InputError(f"--batch-size: expected a positive integer, got {batch_size!r}")
 
 
-def check_names(names: Iterable[str], signature: Signature, where: str) -> None:
-    """Unknown and missing input names, named against the model's inputs."""
+def check_names(names: Iterable[str], signature: Signature, where: str,
+                optional: frozenset[str] = frozenset()) -> None:
+    """Unknown and missing input names, named against the model's inputs (`optional`: carried
+    state, which only an item that starts a sequence gives)."""
     names = list(names)
     expected = signature.input_names
     for name in names:
@@ -65,7 +68,7 @@ def check_names(names: Iterable[str], signature: Signature, where: str) -> None:
                 f"{where}: input '{name}' is not a model input ({takes_text(signature)})"
             )
     for name in expected:
-        if name not in names:
+        if name not in names and name not in optional:
             raise InputError(f"{where}: missing input '{name}' ({takes_text(signature)})")
 
 
@@ -113,8 +116,13 @@ def check_meta(
     return target
 
 
-def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str) -> Batch:
+def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str,
+                  layout: Layout | None = None) -> Batch:
     """Check a batch against the model's inputs and cast it to the model's dtypes.
+
+    `signature` is canonical (samples on axis 0). With `layout`, the batch is in the model's
+    own layout and each input's batch axis is moved to the front first; inputs it carries
+    from one call to the next may be absent.
 
     Same-kind casts (float64->float32, int32->int64) and int->float are done; float->int,
     anything<->bool, object and string arrays are refused, since they would silently change
@@ -122,10 +130,13 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
     """
     if not isinstance(batch, dict):
         raise InputError(f"{where}: expected a dict of arrays, got {type(batch).__name__}")
-    check_names(batch.keys(), signature, where)
+    optional = layout.carried_inputs if layout is not None else frozenset()
+    check_names(batch.keys(), signature, where, optional)
     out: Batch = {}
     rows: tuple[str, int] | None = None
     for info in signature.inputs:
+        if info.name not in batch:
+            continue
         value = batch[info.name]
         try:
             arr = np.asarray(value)
@@ -137,6 +148,12 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
             raise InputError(
                 f"{where}: input '{info.name}' is a scalar, expected a batch ({input_text(info)})"
             )
+        axis = layout.axis(info.name) if layout is not None else 0
+        if axis:
+            if arr.ndim != len(info.shape):
+                raise InputError(f"{where}: input '{info.name}' has rank {arr.ndim}, expected "
+                                 f"{len(info.shape)} with its batch on axis {axis}")
+            arr = np.moveaxis(arr, axis, 0)
         target = check_meta(info.name, arr.dtype, arr.shape, info, where)
         if rows is None:
             rows = (info.name, arr.shape[0])
@@ -212,9 +229,25 @@ def rebatch(chunks: Iterable[Batch], batch_size: int, where: str) -> Iterator[Ba
         yield _concat(pending, where)
 
 
-def check_inputs(source: InputSource, signature: Signature, batch_size: int) -> None:
-    """Fail early, in the parent, on data that does not fit the model: read one batch."""
-    gen = iter(source.batches(batch_size))
+def calls(source: InputSource, batch_size: int, layout: Layout | None = None
+          ) -> Iterator[Batch]:
+    """What each inference call is fed, samples first: batches of `batch_size`, or with a
+    per-item layout each item of the source as it came."""
+    if layout is not None and layout.per_item:
+        items = getattr(source, "items", None)
+        if items is None:
+            raise InputError(f"{source.describe()}: cannot be read item by item (--per-item, "
+                             f"--carry); give a module:function feed or a directory of .npz "
+                             f"shards, one item each")
+        return iter(items())
+    return iter(source.batches(batch_size))
+
+
+def check_inputs(source: InputSource, signature: Signature, batch_size: int,
+                 layout: Layout | None = None) -> None:
+    """Fail early, in the parent, on data that does not fit the model: read one batch (one
+    item, per item). With carried state, the first item must start a sequence: give it."""
+    gen = calls(source, batch_size, layout)
     try:
         first = next(gen, None)
     finally:
@@ -223,6 +256,11 @@ def check_inputs(source: InputSource, signature: Signature, batch_size: int) -> 
             close()
     if first is None or _rows(first) == 0:
         raise InputError(f"{source.describe()}: no samples (expected at least one)")
+    for output, name in layout.carry if layout is not None else ():
+        if name not in first:
+            raise InputError(f"{source.describe()}: the first item must give '{name}' (the "
+                             f"state that starts a sequence; later items may leave it out to "
+                             f"carry '{output}' into it)")
     conform_batch(first, signature, source.describe())
 
 
@@ -250,3 +288,12 @@ class FirstSamples:
             rows = _rows(batch)
             yield batch if rows <= left else {k: v[:left] for k, v in batch.items()}
             left -= rows
+
+    def items(self) -> Iterator[Batch]:
+        """Whole items until `limit` samples are reached (an item is never cut)."""
+        left = self.limit
+        for item in self.source.items():  # type: ignore[attr-defined]
+            if left <= 0:
+                return
+            yield item
+            left -= _rows(item)

@@ -18,6 +18,7 @@ from typing import Any
 from modelparity.entrypoints import load_entry_point
 from modelparity.errors import InputError
 from modelparity.inputs.base import Batch, conform_batch, one_line, rebatch
+from modelparity.inputs.layout import Layout
 from modelparity.model.signature import Signature
 
 
@@ -31,6 +32,7 @@ class EntryPointSource:
     spec: str  # "module:function"
     directory: str  # added to sys.path (the working directory at open time)
     signature: Signature
+    layout: Layout | None = None  # items in the model's own layout, moved to samples-first
 
     @property
     def num_samples(self) -> int | None:
@@ -61,17 +63,23 @@ class EntryPointSource:
                     f"{self.spec}: item {index} is a {type(item).__name__}, expected a dict of "
                     f"arrays keyed by input name"
                 )
-            yield conform_batch(item, self.signature, f"{self.spec} (item {index})")
+            yield conform_batch(item, self.signature, f"{self.spec} (item {index})",
+                                self.layout)
             index += 1
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         return rebatch(self._chunks(), batch_size, self.spec)
 
+    def items(self) -> Iterator[Batch]:
+        """Each item as it came, one call each: never re-batched or concatenated."""
+        return self._chunks()
+
     def describe(self) -> str:
         return f"entry point {self.spec}"
 
 
-def open_entry_point(spec: str, signature: Signature) -> EntryPointSource:
+def open_entry_point(spec: str, signature: Signature,
+                     layout: Layout | None = None) -> EntryPointSource:
     """Check the module can be found now; it is imported (and run) only when read."""
     directory = os.getcwd()
     if directory not in sys.path:
@@ -90,4 +98,4 @@ def open_entry_point(spec: str, signature: Signature) -> EntryPointSource:
             f"{spec}: no module '{module_name}' (expected an input entry point module:function "
             f"importable from {directory})"
         )
-    return EntryPointSource(spec, directory, signature)
+    return EntryPointSource(spec, directory, signature, layout)

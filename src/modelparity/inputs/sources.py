@@ -9,6 +9,7 @@ from modelparity.errors import InputError
 from modelparity.inputs.arrays import open_directory, open_npy, open_npz
 from modelparity.inputs.base import InputSource
 from modelparity.inputs.entrypoint import open_entry_point
+from modelparity.inputs.layout import Layout
 from modelparity.inputs.synthetic import open_synthetic
 from modelparity.inputs.tabular import open_csv, open_parquet
 from modelparity.model.signature import Signature
@@ -28,10 +29,12 @@ def open_inputs(
     seed: int = 0,
     value_range: tuple[float, float] = (-1.0, 1.0),
     exclude_columns: tuple[str, ...] = (),
+    layout: Layout | None = None,
 ) -> InputSource:
     """Pick the source for `data` (None: synthetic) and check what can be checked cheaply.
 
     Headers and table schemas are checked here; the first batch is checked by `check_inputs`.
+    `signature` is canonical (samples on axis 0); `layout` says where the data keeps them.
     """
     shapes = dict(shapes or {})
     for name, dims in shapes.items():
@@ -51,19 +54,22 @@ def open_inputs(
     text = os.fspath(data)
     exclude = tuple(exclude_columns)
     if os.path.isdir(text):
-        return open_directory(text, text, signature)
+        return open_directory(text, text, signature, layout)
     ext = os.path.splitext(text)[1].lower()
     known = ext in (".npz", ".npy", ".csv", ".parquet", ".pq")
     if not os.path.exists(text):
         if ":" in text and looks_like_entry_point(text):
-            return open_entry_point(text, signature)
+            return open_entry_point(text, signature, layout)
         if known:
             raise InputError(f"{text}: file not found")
         raise InputError(f"{text}: not found; expected {ACCEPTED}")
     if ext == ".npz":
-        return open_npz(text, text, signature)
+        return open_npz(text, text, signature, layout)
     if ext == ".npy":
-        return open_npy(text, text, signature)
+        return open_npy(text, text, signature, layout)
+    if layout is not None and layout.moves:
+        raise InputError(f"{text}: a table has one row per sample; --batch-axis applies to "
+                         f".npz/.npy data and module:function feeds")
     if ext == ".csv":
         return open_csv(text, text, signature, exclude)
     if ext in (".parquet", ".pq"):

@@ -72,14 +72,18 @@ class Planned:
     fix_of: str | None = None  # a fixed variant: the spec text of the candidate it fixes
     fixed_by: str | None = None  # a candidate with a fixable finding: its fixed variant
     prediction: Prediction | None = None  # cannot execute here: what a stand-in emulates
+    teacher_forced: bool = False  # carried state: fed the reference's state, not its own
 
     @property
     def text(self) -> str:
-        return self.spec.text
+        return self.spec.text + (TEACHER_FORCED if self.teacher_forced else "")
 
     @property
     def key(self) -> str:
-        return self.spec.key
+        return self.spec.key + (TEACHER_FORCED if self.teacher_forced else "")
+
+
+TEACHER_FORCED = " [teacher-forced]"
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,13 @@ class Plan:
     candidates: tuple[Planned, ...]
     yardsticks: tuple[Planned, ...] = ()
     settings: Settings = field(default_factory=Settings)
+    # With carried state, each candidate again, fed the reference's state at every step: its
+    # flips beside the candidate's own-state ones tell one step's error from drift.
+    teacher_forced: tuple[Planned, ...] = ()
 
     @property
     def backends(self) -> tuple[Planned, ...]:
-        return (self.reference, *self.candidates, *self.yardsticks)
+        return (self.reference, *self.candidates, *self.teacher_forced, *self.yardsticks)
 
 
 def predict(spec: BackendSpec) -> Prediction | None:
@@ -108,9 +115,11 @@ def predict(spec: BackendSpec) -> Prediction | None:
 
 
 def make_plan(backends: Sequence[str | BackendSpec], reference: str | BackendSpec =
-              DEFAULT_REFERENCE, settings: Settings | None = None) -> Plan:
+              DEFAULT_REFERENCE, settings: Settings | None = None, *,
+              carries_state: bool = False) -> Plan:
     """Parse and check every spec, and name every backend the audit will run. Raises
-    `SpecError` (one line) for a bad spec, before anything has started."""
+    `SpecError` (one line) for a bad spec, before anything has started. With
+    `carries_state`, each candidate (not its fixed variant) also runs teacher-forced."""
     settings = settings or Settings()
     ref = parse_spec(reference)
     specs: list[BackendSpec] = []
@@ -146,5 +155,8 @@ def make_plan(backends: Sequence[str | BackendSpec], reference: str | BackendSpe
         candidates = tuple(dataclasses.replace(c, label=label_of.get(c.key)) for c in candidates)
     yardsticks = tuple(Planned(spec, "profile", label=label) for label, spec in profiles.items()
                        if settings.fingerprint and spec.key not in taken)
+    teacher = tuple(dataclasses.replace(c, role="teacher-forced", teacher_forced=True,
+                                        fixed_by=None, label=None)
+                    for c in candidates if carries_state and c.fix_of is None)
     return Plan(Planned(ref, "reference", prediction=predict(ref)), candidates, yardsticks,
-                settings)
+                settings, teacher)

@@ -1,0 +1,313 @@
+"""Models shaped like the ones people ship: a recurrent state with its batch on axis 1 and a
+fixed batch of 1, run with the state carried (own-state and teacher-forced); images of
+different sizes, one per call, decided per pixel; a [B, T, C] output decided per step; a custom
+decision that returns text; a huge per-element output whose report stays small.
+
+Models are built with onnx's helpers and run on the real ONNX Runtime and OpenVINO; the planted
+backend (tests/planted_backends.py) changes one known thing so each test knows the answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from rich.console import Console
+
+import modelparity
+from modelparity.errors import InputError
+from modelparity.report.terminal import render
+
+PLANTED = "py:planted_backends:make"
+BINARY_OUTPUT = modelparity.TaskConfig("binary", output="output")
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> str:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return str(path)
+
+
+def stateful_onnx(path: Path, features: int = 8, hidden: int = 16) -> str:
+    """A voice-activity-like GRU: input [1, F], state [1, 1, H] (batch on axis 1, fixed at 1)
+    -> output [1, 1] (a probability) and stateN [1, 1, H]."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        numpy_helper.from_array((rng.normal(size=(1, 3 * hidden, features)) * 0.5)
+                                .astype(np.float32), "W"),
+        numpy_helper.from_array((rng.normal(size=(1, 3 * hidden, hidden)) * 0.5)
+                                .astype(np.float32), "R"),
+        numpy_helper.from_array(np.zeros((1, 6 * hidden), np.float32), "B"),
+        numpy_helper.from_array(np.array([1, hidden], np.int64), "flat"),
+        numpy_helper.from_array((rng.normal(size=(hidden, 1))).astype(np.float32), "Wo"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["input", "axis0"], ["seq"]),
+        helper.make_node("GRU", ["seq", "W", "R", "B", "", "state"], ["Y", "stateN"],
+                         hidden_size=hidden),
+        helper.make_node("Reshape", ["stateN", "flat"], ["h"]),
+        helper.make_node("MatMul", ["h", "Wo"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "vad",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, features]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 1, hidden])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [1, 1, hidden])],
+        inits)
+    return _save(graph, path)
+
+
+def map_onnx(path: Path) -> str:
+    """A text-detector-like map: x [1, 3, H, W] -> prob [1, 1, H, W] (a sigmoid per pixel)."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(size=(1, 3, 3, 3)).astype(np.float32), "K")]
+    nodes = [helper.make_node("Conv", ["x", "K"], ["z"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["z"], ["prob"])]
+    graph = helper.make_graph(
+        nodes, "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 1, "H", "W"])], inits)
+    return _save(graph, path)
+
+
+def sequence_onnx(path: Path, steps: int, features: int, classes: int) -> str:
+    """An OCR-recognizer-like head: x [B, T, F] -> probs [B, T, C], a softmax per time step."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(size=(features, classes)).astype(np.float32),
+                                     "W")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["probs"], axis=-1)]
+    graph = helper.make_graph(
+        nodes, "rec",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", steps, features])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", steps, classes])],
+        inits)
+    return _save(graph, path)
+
+
+def feed_module(directory: Path, name: str, body: str) -> str:
+    """Write a `module:function` feed into `directory` (the working directory of the audit)."""
+    (directory / f"{name}.py").write_text(textwrap.dedent(body))
+    sys.modules.pop(name, None)
+    return f"{name}:items"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+# a recurrent state, carried -----------------------------------------------------------------
+STATE_FEED = """
+import numpy as np
+
+def items():
+    rng = np.random.default_rng(7)
+    for step in range(18):
+        item = {"input": rng.normal(size=(1, 8)).astype(np.float32)}
+        if step % 6 == 0:  # a new sequence starts from a zero state
+            item["state"] = np.zeros((1, 1, 16), np.float32)
+        yield item
+"""
+
+
+def test_carried_state_on_axis_1_own_state_drifts_where_teacher_forced_does_not(workdir):
+    model = stateful_onnx(workdir / "vad.onnx")
+    feed = feed_module(workdir, "vad_feed", STATE_FEED)
+    # The planted backend's state goes wrong once, at call 2; the sequence restarts at call 6.
+    spec = f"{PLANTED}?nudge=3.0&name=stateN&rows=2"
+    result = modelparity.audit(model, [spec], feed, task=BINARY_OUTPUT,
+                               batch_axes={"state": 1}, carry={"stateN": "state"},
+                               fingerprint=False, warmup=0)
+    assert result.ok
+    assert result.inputs["samples"] == 18
+    assert result.inputs["carry"] == {"stateN": "state"}
+    assert result.inputs["batch_axes"] == {"state": 1, "stateN": 1}
+    own, forced = result.candidates[0], result.teacher_forced[0]
+    assert forced.role == "teacher-forced" and forced.spec.endswith("[teacher-forced]")
+    # Own state: the wrong state is carried into calls 3, 4, 5 and changes their outputs.
+    assert own.errors["output"].max_abs > 1e-3
+    # Teacher-forced: every call is fed the reference's state, so the outputs stay exact...
+    assert forced.errors["output"].max_abs == 0.0
+    # ...while the state it produced at call 2 was still off by the planted 3.0.
+    assert forced.errors["stateN"].max_abs == pytest.approx(3.0, abs=1e-4)
+    assert own.errors["stateN"].max_abs >= 3.0 - 1e-4
+
+
+def test_carried_state_needs_the_first_item_to_start_a_sequence(workdir):
+    model = stateful_onnx(workdir / "vad.onnx")
+    feed = feed_module(workdir, "vad_nostart", """
+        import numpy as np
+
+        def items():
+            for _ in range(3):
+                yield {"input": np.zeros((1, 8), np.float32)}
+        """)
+    with pytest.raises(InputError, match="first item must give 'state'"):
+        modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], feed, task="binary",
+                          batch_axes={"state": 1},
+                          carry={"stateN": "state"}, fingerprint=False)
+
+
+@pytest.mark.parametrize("axes, carry, message", [
+    ({"state": 5}, None, "--batch-axis state=5: 'state' has rank 3"),
+    ({"nope": 1}, None, "--batch-axis nope=1: 'nope' is not an input or output"),
+    ({"state": 1}, {"stateX": "state"}, "--carry stateX=state: 'stateX' is not a model output"),
+])
+def test_a_layout_that_does_not_fit_is_one_line(workdir, axes, carry, message):
+    model = stateful_onnx(workdir / "vad.onnx")
+    with pytest.raises(InputError) as caught:
+        modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], None, task="binary",
+                          batch_axes=axes, carry=carry, fingerprint=False)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_batch_fixed_at_1_runs_one_sample_per_call_without_being_told(workdir):
+    model = stateful_onnx(workdir / "vad.onnx")
+    result = modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], None, task="binary",
+                               batch_axes={"state": 1, "stateN": 1},
+                               samples=20, fingerprint=False)
+    assert result.ok
+    assert result.inputs["batch_size"] == 1 and result.inputs["fixed_batch"] == 1
+    assert result.candidates[0].latency.batches == 20
+
+
+# images of different sizes, decided per pixel -----------------------------------------------
+SIZES = [(8, 12), (16, 10), (8, 12), (6, 6)]
+IMAGE_FEED = f"""
+import numpy as np
+
+def items():
+    rng = np.random.default_rng(3)
+    for h, w in {SIZES!r}:
+        yield {{"x": rng.normal(size=(1, 3, h, w)).astype(np.float32)}}
+"""
+
+
+def test_images_of_different_sizes_decided_per_pixel(workdir):
+    model = map_onnx(workdir / "det.onnx")
+    feed = feed_module(workdir, "det_feed", IMAGE_FEED)
+    delta = 0.05
+    spec = f"{PLANTED}?nudge={delta}&rows=1"  # the whole map of image 1 moves up by delta
+    result = modelparity.audit(model, [spec, "openvino:cpu?INFERENCE_PRECISION_HINT=f32"],
+                               feed, task="binary", per_item=True, fingerprint=False, warmup=0)
+    assert result.ok
+    planted, openvino = result.candidates
+    # What the planted change must flip: image 1's pixels in (0.5 - delta, 0.5].
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    images = [rng.normal(size=(1, 3, h, w)).astype(np.float32) for h, w in SIZES]
+    maps = [session.run(None, {"x": image})[0] for image in images]
+    expected = int(np.sum((maps[1] > 0.5 - delta) & (maps[1] <= 0.5)))
+    assert expected > 0
+    flips = planted.flips
+    assert flips.total == len(SIZES) and flips.count == 1
+    assert flips.elements == sum(h * w for h, w in SIZES)
+    assert flips.elements_flipped == expected
+    record = flips.records()[0]
+    assert record["index"] == 1 and record["flipped_elements"] == expected
+    channel, y, x = record["position"]
+    assert (channel, y < 16, x < 10) == (0, True, True)
+    assert maps[1][0, channel, y, x] == pytest.approx(record["reference_score"], abs=1e-6)
+    # OpenVINO in FP32 ran the same items one by one, every size compiled as it came.
+    assert openvino.ok and openvino.flips.total == len(SIZES)
+    assert openvino.errors["prob"].max_abs < 1e-4
+    saved = modelparity.AuditResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert saved.candidates[0].flips.records() == flips.records()
+
+
+def test_images_of_different_sizes_for_a_batch_of_1_need_no_flag(workdir):
+    model = map_onnx(workdir / "det.onnx")
+    feed = feed_module(workdir, "det_feed2", IMAGE_FEED)
+    # The model fixes its batch at 1, so each image is its own call whatever --batch-size says.
+    result = modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], feed, task="binary",
+                               batch_size=2, fingerprint=False)
+    assert result.ok and result.inputs["batch_size"] == 1
+    assert result.candidates[0].flips.total == len(SIZES)
+    assert result.candidates[0].flips.elements == sum(h * w for h, w in SIZES)
+
+
+# a [B, T, C] sequence decided per step; a custom text decision --------------------------------
+def _sequence_data(workdir: Path, samples: int = 6) -> tuple[str, str, np.ndarray]:
+    model = sequence_onnx(workdir / "rec.onnx", steps=5, features=4, classes=7)
+    x = np.random.default_rng(4).normal(size=(samples, 5, 4)).astype(np.float32)
+    np.savez(workdir / "x.npz", x=x)
+    probs = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return model, str(workdir / "x.npz"), probs
+
+
+def test_a_sequence_output_is_decided_per_time_step(workdir):
+    model, data, probs = _sequence_data(workdir)
+    step = 3
+    other = int((np.argmax(probs[2, step]) + 1) % 7)  # push another class to the top at step 3
+    spec = f"{PLANTED}?nudge=1.5&rows=2&element={step},{other}"
+    result = modelparity.audit(model, [spec], data, task=modelparity.TaskConfig(
+        "multiclass", class_axis=2), fingerprint=False, warmup=0)
+    flips = result.candidates[0].flips
+    assert (flips.count, flips.total, flips.elements, flips.elements_flipped) == (1, 6, 30, 1)
+    record = flips.records()[0]
+    assert record["index"] == 2 and record["position"] == [step]
+    assert record["reference_decision"] == int(np.argmax(probs[2, step]))
+    assert record["candidate_decision"] == other
+
+
+def test_multiclass_on_a_sequence_asks_for_the_class_axis(workdir):
+    model, data, _ = _sequence_data(workdir)
+    with pytest.raises(InputError, match="--class-axis"):
+        modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], data, task="multiclass",
+                          fingerprint=False)
+
+
+def test_a_custom_decision_may_return_text(workdir):
+    model, data, probs = _sequence_data(workdir)
+    (workdir / "decode_text.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def decode(probs):
+            return ["".join("abcdefg"[c] for c in row) for row in np.argmax(probs, axis=-1)]
+        """))
+    sys.modules.pop("decode_text", None)
+    other = int((np.argmax(probs[4, 0]) + 1) % 7)
+    spec = f"{PLANTED}?nudge=1.5&rows=4&element=0,{other}"
+    result = modelparity.audit(model, [spec], data, task=modelparity.TaskConfig(
+        "custom", custom="decode_text:decode"), fingerprint=False, warmup=0)
+    flips = result.candidates[0].flips
+    assert flips.count == 1
+    record = flips.records()[0]
+    expected = "".join("abcdefg"[c] for c in np.argmax(probs[4], axis=-1))
+    assert record["index"] == 4 and record["reference_decision"] == expected
+    assert record["candidate_decision"] == "abcdefg"[other] + expected[1:]
+
+
+# a huge per-element output: the report stays small ------------------------------------------
+def test_a_huge_output_per_batch_keeps_the_terminal_and_report_small(workdir):
+    model = sequence_onnx(workdir / "big.onnx", steps=126, features=8, classes=6625)
+    x = np.random.default_rng(5).normal(size=(12, 126, 8)).astype(np.float32)
+    np.savez(workdir / "big.npz", x=x)
+    out = workdir / "out"
+    spec = f"{PLANTED}?nudge=0.01&rows=0,7"  # every element of samples 0 and 7 is off
+    result = modelparity.audit(model, [spec], str(workdir / "big.npz"), task="regression",
+                               batch_size=6, fingerprint=False, warmup=0, out=str(out))
+    flips = result.candidates[0].flips
+    assert (flips.count, flips.total) == (2, 12)
+    assert flips.elements_flipped == 2 * 126 * 6625
+    console = Console(record=True, width=120)
+    render(result, console, show_flips=10)
+    lines = console.export_text().splitlines()
+    assert 5 < len(lines) < 300
+    assert os.path.getsize(out / "report.json") < 200_000
