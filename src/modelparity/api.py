@@ -139,7 +139,10 @@ def audit(
         execution = execute(plan, context, resume=resume)
         question = Question(prepared, {"source": source.describe(), "batch_size": batch_size,
                                        **layout.describe()},
-                            config, head, label_values, label_name, environment(), out,
+                            config, head, label_values, label_name, environment(),
+                            # a repro script feeds one batch of samples: not items of other
+                            # shapes, nor a carried state
+                            None if layout.per_item or layout.moves else out,
                             class_names=names)
         result = analyse(plan, execution.runs, execution.samples, question)
         if out:

@@ -150,7 +150,9 @@ def run(
     atol: Annotated[float, typer.Option(help="regression: absolute tolerance.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="regression: relative tolerance.")] = 1e-3,
     custom: Annotated[str | None, typer.Option(
-        help="custom: 'module:function' mapping an output array to per-sample decisions.")]
+        help="custom: 'module:function' mapping an output array (samples first) to one "
+             "decision per sample: numbers, or a string or tuple per sample (a decoded text "
+             "line, a set of boxes), compared as text.")]
         = None,
     labels: Annotated[str | None, typer.Option(
         help="True labels (.npy or .csv), one per sample: adds confusion matrices and "

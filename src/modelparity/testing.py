@@ -47,7 +47,7 @@ def parity_message(result: AuditResult, report: PolicyReport) -> str | None:
         if backend.flips is not None and backend.flips.count:
             lines.append(f"{backend.spec}: {backend.flips.count} of {backend.flips.total} "
                          "decisions flipped, closest to the boundary first:")
-            lines += [f"  {line}" for line in flip_lines(backend, FLIPS_IN_MESSAGE)]
+            lines += [f"  {line}" for line in flip_lines(backend, FLIPS_IN_MESSAGE, result)]
         reported = backend.precision or "none"
         if backend.fingerprint is not None:
             lines.append(f"{backend.spec}: precision reported {reported}, measured "

@@ -5,7 +5,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from modelparity.decisions import Flips
 from modelparity.result import AuditResult, BackendResult
+
+ELEMENT_COLUMNS = ("position", "flipped elements")  # flips decided per element
+
+
+def flips_count(flips: Flips) -> str:
+    """`12 / 40`, and for decisions made per element `12 / 40 samples (3,411 of 1,228,800
+    elements)`."""
+    text = f"{flips.count} / {flips.total}"
+    if flips.per_element:
+        text += (f" samples ({flips.elements_flipped or 0:,} of {flips.elements or 0:,} "
+                 "elements)")
+    return text
+
+
+def element_cells(flips: Flips, record: dict) -> list[str]:
+    """The per-element columns of a listed flip (none for per-sample decisions): where in the
+    sample the flip closest to the boundary is, and how many of its elements flipped."""
+    if not flips.per_element:
+        return []
+    position = record.get("position")
+    flipped = record.get("flipped_elements")
+    return ["-" if position is None else "(" + ", ".join(str(p) for p in position) + ")",
+            "-" if flipped is None else f"{flipped:,}"]
+
 
 YARDSTICK_COLUMNS = ("precision", "backend", "max abs error", "flips", "at risk: format band",
                      "at risk: error scale")

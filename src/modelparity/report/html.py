@@ -30,20 +30,26 @@ import numpy as np
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
 from modelparity.report import (
+    ELEMENT_COLUMNS,
     FIX_COLUMNS,
     YARDSTICK_COLUMNS,
+    element_cells,
     fix_rows,
+    flips_count,
     predicted_note,
     profile_samples,
     yardstick_rows,
 )
+from modelparity.report.names import class_label, result_change_text
 from modelparity.result import AuditResult, BackendResult
 
 __all__ = ["render_html", "write_html"]
 
 MAX_SCATTER_POINTS = 5000
 MAX_FLIP_ROWS = 50
-MAX_CONFUSION_CLASSES = 30
+MAX_CONFUSION_CLASSES = 30  # a wider matrix is shown as its most confused pairs
+MAX_CONFUSED_PAIRS = 25
+MAX_DECISION_CLASSES = 20  # classes shown of one top-k or multilabel decision
 DISPLAY_BIN = 0.25  # octaves per bar in the error histograms (the data has 1/8 octave bins)
 
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
@@ -679,7 +685,7 @@ def _summary(result: AuditResult) -> str:
         flips = "-"
         if backend.flips is not None:
             css = ' class="bad"' if backend.flips.count else ""
-            flips = f"<span{css}>{backend.flips.count} / {backend.flips.total}</span>"
+            flips = f"<span{css}>{_e(flips_count(backend.flips))}</span>"
         latency = backend.measured_latency
         rows.append([
             _e(backend.spec), status, precision,
@@ -818,15 +824,16 @@ def _confusion_table(result: AuditResult, backend: BackendResult) -> str | None:
     metrics = backend.metrics
     if metrics is None or metrics.confusion is None or np.ndim(metrics.confusion) != 2:
         return None
-    classes = [str(c) for c in metrics.classes]
-    if len(classes) > MAX_CONFUSION_CLASSES:
-        return (f'<p class="note">{_e(backend.spec)}: {len(classes)} classes; the confusion '
-                "matrix is in report.json</p>")
+    classes = [class_label(c, result.class_names) for c in metrics.classes]
     reference = result.reference.metrics
     compare = backend is not result.reference and reference is not None \
         and reference.confusion is not None \
         and np.shape(reference.confusion) == np.shape(metrics.confusion)
     confusion = np.asarray(metrics.confusion)
+    if len(classes) > MAX_CONFUSION_CLASSES or confusion.shape != (len(classes),) * 2:
+        return _confused_pairs(backend, classes, confusion,
+                               np.asarray(reference.confusion) if compare and reference
+                               else None)
     peak = max(int(confusion.max()), 1)
     head = "<th>true \\ predicted</th>" + "".join(f"<th>{_e(c)}</th>" for c in classes)
     rows = []
@@ -849,6 +856,53 @@ def _confusion_table(result: AuditResult, backend: BackendResult) -> str | None:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def _confused_pairs(backend: BackendResult, classes: list[str], confusion: np.ndarray,
+                    before: np.ndarray | None) -> str:
+    """A matrix too wide to show: its most frequent confusions (true class, predicted class),
+    and with a reference to compare, the pairs that changed most."""
+    title = backend.spec + (" (change vs reference)" if before is not None else " (reference)")
+    note = (f"{len(classes):,} classes, too many for a matrix: the "
+            + ("confusions that changed most against the reference" if before is not None
+               else "most frequent confusions")
+            + f" (up to {MAX_CONFUSED_PAIRS}) are listed; report.json has the whole matrix")
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] \
+            or confusion.shape[0] != len(classes):
+        return f'<h3>{_e(title)}</h3><p class="note">{_e(note)}</p>'
+    # row blocks, each with its own top pairs: a 6,625-class matrix is never copied whole
+    best: list[tuple[int, int, int, int, int]] = []  # (-key, i, j, count, change)
+    step = max(1, 2_000_000 // max(len(classes), 1))
+    for start in range(0, len(classes), step):
+        rows_ = np.arange(start, min(start + step, len(classes)))
+        off = confusion[rows_].astype(np.int64)
+        off[np.arange(rows_.size), rows_] = 0
+        change = None
+        if before is not None:
+            change = off - before[rows_].astype(np.int64)
+            change[np.arange(rows_.size), rows_] = 0
+        key = (np.abs(change) if change is not None else off).ravel()
+        take = min(MAX_CONFUSED_PAIRS, int(np.count_nonzero(key)))
+        if take == 0:
+            continue
+        for flat in np.argpartition(-key, take - 1)[:take]:
+            r, j = divmod(int(flat), len(classes))
+            best.append((-int(key[flat]), int(rows_[r]), j, int(off[r, j]),
+                         int(change[r, j]) if change is not None else 0))
+    best = sorted(best)[:MAX_CONFUSED_PAIRS]
+    if not best:
+        return (f'<h3>{_e(title)}</h3><p class="note">{_e(note)}; no class is confused with '
+                "another" + (" differently from the reference" if before is not None else "")
+                + ".</p>")
+    rows = []
+    for _, i, j, count, change_ in best:
+        row = [classes[i], classes[j], f"{count:,}"]
+        if before is not None:
+            row.append(f"{change_:+,}")
+        rows.append(row)
+    headers = ["true", "predicted", "count"] + (["change"] if before is not None else [])
+    return (f'<h3>{_e(title)}</h3><p class="note">{_e(note)}</p>'
+            + _table(headers, rows, [False, False, True, True][:len(headers)]))
+
+
 def _confusions(result: AuditResult) -> str:
     tables = [t for t in (_confusion_table(result, b) for b in result.backends if b.ok) if t]
     if not tables:
@@ -866,12 +920,17 @@ def _flips(result: AuditResult) -> str:
         records = flips.records(MAX_FLIP_ROWS)
         rows = [[str(r["index"]), _num(r["reference_score"], ".7f"),
                  _num(r["candidate_score"], ".7f"), _num(r["reference_margin"], ".2e"),
-                 f"{r['reference_decision']} \u2192 {r['candidate_decision']}"] for r in records]
+                 result_change_text(result, r, "\u2192", MAX_DECISION_CLASSES),
+                 *element_cells(flips, r)] for r in records]
         shown = "" if flips.count <= len(records) else f" (first {len(records)} shown)"
-        parts.append(f"<h3>{_e(backend.spec)}: {flips.count} flipped decision(s), closest to "
+        counted = (f"{flips_count(flips)} flipped" if flips.per_element
+                   else f"{flips.count} flipped decision(s)")
+        parts.append(f"<h3>{_e(backend.spec)}: {_e(counted)}, closest to "
                      f"the boundary first{_e(shown)}</h3>")
+        extra = list(ELEMENT_COLUMNS) if flips.per_element else []
         parts.append(_table(["sample", "reference score", "candidate score", "margin",
-                             "decision"], rows, [True, True, True, True, False]))
+                             "decision", *extra], rows,
+                            [True, True, True, True, False, *(True for _ in extra)]))
     if not parts:
         return ""
     return "<h2>Flipped decisions</h2>" + "".join(parts)

@@ -15,22 +15,33 @@ import os
 import xml.etree.ElementTree as ET
 
 from modelparity.policy import PolicyReport, format_actual
+from modelparity.report import flips_count
+from modelparity.report.names import result_change_text
 from modelparity.result import AuditResult, BackendResult
 
 FLIPS_IN_MESSAGE = 10
 
 
-def flip_lines(backend: BackendResult, limit: int) -> list[str]:
-    """The first flipped samples, closest to the boundary first, one readable line each."""
+def flip_lines(backend: BackendResult, limit: int,
+               result: AuditResult | None = None) -> list[str]:
+    """The first flipped samples, closest to the boundary first, one readable line each; with
+    `result`, decisions read with its class names."""
     if backend.flips is None:
         return []
     lines = []
     for record in backend.flips.records(limit):
+        change = (result_change_text(result, record) if result is not None
+                  else f"{record['reference_decision']} -> {record['candidate_decision']}")
+        where = ""
+        if backend.flips.per_element:
+            position = ", ".join(str(p) for p in record.get("position") or ())
+            where = (f" at ({position}), {record.get('flipped_elements', 0):,} element(s) "
+                     "flipped")
         lines.append(
-            f"sample {record['index']}: reference score {_score(record['reference_score'])}, "
+            f"sample {record['index']}{where}: reference score "
+            f"{_score(record['reference_score'])}, "
             f"candidate score {_score(record['candidate_score'])}, "
-            f"margin {_margin(record['reference_margin'])}, "
-            f"{record['reference_decision']} -> {record['candidate_decision']}")
+            f"margin {_margin(record['reference_margin'])}, {change}")
     if backend.flips.count > limit:
         lines.append(f"... and {backend.flips.count - limit} more")
     return lines
@@ -85,11 +96,14 @@ def build_junit(result: AuditResult, policies_report: PolicyReport | None = None
                                                    f"{backend.status})")
         elif backend.flips.count:
             flips = backend.flips
-            message = (f"{flips.count} of {flips.total} decisions flipped against "
-                       f"{result.reference.spec}")
+            if flips.per_element:
+                message = f"{flips_count(flips)} flipped against {result.reference.spec}"
+            else:
+                message = (f"{flips.count} of {flips.total} decisions flipped against "
+                           f"{result.reference.spec}")
             failure = ET.SubElement(case, "failure", message=message, type="flips")
             lines = [message + ", closest to the boundary first:",
-                     *flip_lines(backend, FLIPS_IN_MESSAGE)]
+                     *flip_lines(backend, FLIPS_IN_MESSAGE, result)]
             if backend.fingerprint is not None:
                 lines.append(f"precision: {backend.fingerprint.evidence}")
             failure.text = "\n".join(lines)
@@ -105,7 +119,7 @@ def build_junit(result: AuditResult, policies_report: PolicyReport | None = None
                 failure = ET.SubElement(case, "failure", message=message, type="policy")
                 lines = [message]
                 if outcome.policy.quantity in ("flips", "flip_rate"):
-                    lines += flip_lines(backend, FLIPS_IN_MESSAGE)
+                    lines += flip_lines(backend, FLIPS_IN_MESSAGE, result)
                 failure.text = "\n".join(lines)
 
     cases = suite.findall("testcase")

@@ -3,11 +3,20 @@ table, the policy outcomes, then up to five flipped samples per backend."""
 
 from __future__ import annotations
 
+import html
 import math
 import os
 
 from modelparity.policy import PolicyReport, format_actual
-from modelparity.report import FIX_COLUMNS, fix_rows, predicted_note
+from modelparity.report import (
+    ELEMENT_COLUMNS,
+    FIX_COLUMNS,
+    element_cells,
+    fix_rows,
+    flips_count,
+    predicted_note,
+)
+from modelparity.report.names import result_change_text
 from modelparity.report.terminal import SHORT, SHORT_PRECISION
 from modelparity.result import AuditResult, BackendResult
 
@@ -18,6 +27,11 @@ VERDICT_MARK = {"failed": "❌ failed", "held": "✅ held", "not checked": "➖ 
 def _cell(value: object) -> str:
     """Text safe inside a GitHub table cell."""
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _text(value: object) -> str:
+    """Free text (class names) in a table cell: also no HTML, which GitHub would render."""
+    return _cell(html.escape(str(value), quote=False))
 
 
 def _code(value: object) -> str:
@@ -81,7 +95,7 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
               "|---|---|---|---:|---:|---|---:|"]
     for backend in result.backends:
         reference = backend.role == "reference"
-        flips = "-" if backend.flips is None else f"{backend.flips.count} / {backend.flips.total}"
+        flips = "-" if backend.flips is None else flips_count(backend.flips)
         if backend.flips is not None and backend.flips.count:
             flips = f"**{flips}**"
         latency = backend.measured_latency
@@ -135,18 +149,24 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
 
     for backend in flipped:
         assert backend.flips is not None
-        shown = min(backend.flips.count, FLIPS_PER_BACKEND)
-        lines += [f"### {_cell(backend.spec)}: {backend.flips.count} flipped decision(s)"
-                  + (f", the {shown} closest to the boundary" if shown < backend.flips.count
+        flips = backend.flips
+        shown = min(flips.count, FLIPS_PER_BACKEND)
+        counted = (f"{flips_count(flips)} flipped" if flips.per_element
+                   else f"{flips.count} flipped decision(s)")
+        extra = "".join(f" {name} |" for name in ELEMENT_COLUMNS) if flips.per_element else ""
+        lines += [f"### {_cell(backend.spec)}: {counted}"
+                  + (f", the {shown} closest to the boundary" if shown < flips.count
                      else ""), "",
-                  "| sample | reference score | candidate score | margin | decision |",
-                  "|---:|---:|---:|---:|---|"]
-        for record in backend.flips.records(FLIPS_PER_BACKEND):
+                  "| sample | reference score | candidate score | margin | decision |" + extra,
+                  "|---:|---:|---:|---:|---|" + "---:|" * (len(ELEMENT_COLUMNS)
+                                                        if flips.per_element else 0)]
+        for record in flips.records(FLIPS_PER_BACKEND):
+            cells = "".join(f" {_cell(cell)} |" for cell in element_cells(flips, record))
             lines.append(
                 f"| {record['index']} | {_number(record['reference_score'], '.7f')} | "
                 f"{_number(record['candidate_score'], '.7f')} | "
                 f"{_number(record['reference_margin'], '.2e')} | "
-                f"{_cell(record['reference_decision'])} → {_cell(record['candidate_decision'])} |")
+                f"{_text(result_change_text(result, record, '→'))} |" + cells)
         if backend.fingerprint is not None:
             lines += ["", f"precision: {_cell(backend.fingerprint.evidence)}"]
         lines.append("")

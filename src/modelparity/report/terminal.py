@@ -10,20 +10,26 @@ from rich.table import Table
 from rich.text import Text
 
 from modelparity.report import (
+    ELEMENT_COLUMNS,
     FIX_COLUMNS,
     YARDSTICK_COLUMNS,
+    element_cells,
     fix_rows,
+    flips_count,
     predicted_note,
     profile_samples,
     yardstick_rows,
 )
 from modelparity.report.findings import render_findings
+from modelparity.report.names import class_label, result_change_text
 from modelparity.result import AuditResult, BackendResult
 
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
          "recall_macro": "rec", "f1_macro": "f1", "top1_accuracy": "top1", "topk_accuracy": "topk",
          "subset_accuracy": "subset acc", "hamming_loss": "hamming"}
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
+MAX_CONFUSION_CLASSES = 12  # wider does not fit a terminal: the HTML and report.json have it
+MAX_METRIC_CHANGES = 6
 
 
 def _number(value: float | None, fmt: str = ".2e") -> str:
@@ -39,6 +45,9 @@ def _metric_changes(result: BackendResult) -> str:
     changed = [f"{SHORT.get(name, name)} {delta * 100:+.2g}pp"
                for name, delta in result.metric_deltas.items()
                if delta is not None and abs(delta) > 0]
+    if len(changed) > MAX_METRIC_CHANGES:  # a row per backend stays a row
+        changed = [*changed[:MAX_METRIC_CHANGES],
+                   f"{len(changed) - MAX_METRIC_CHANGES} more in report.json"]
     return ", ".join(changed) if changed else "none"
 
 
@@ -81,35 +90,48 @@ def summary_table(result: AuditResult) -> Table:
             status = Text(f"predicted\n({stand_in})", style="yellow")
         flips = "-"
         if backend.flips is not None:
-            flips = f"{backend.flips.count} / {backend.flips.total}"
+            flips = flips_count(backend.flips)
         latency = backend.measured_latency
         table.add_row(
-            backend.spec,
+            Text(backend.spec),
             status,
             _precision(backend),
             "-" if reference else _number(backend.max_abs),
             Text(flips, style="bold red" if backend.flips and backend.flips.count else ""),
-            "-" if reference else _metric_changes(backend),
+            Text("-" if reference else _metric_changes(backend)),
             f"{latency.p50_ms:.2f}/{latency.p95_ms:.2f}" if latency else "-",
         )
     return table
 
 
-def flips_table(backend: BackendResult, limit: int) -> Table | None:
-    if backend.flips is None or backend.flips.count == 0 or limit <= 0:
+def flips_table(backend: BackendResult, limit: int,
+                result: AuditResult | None = None) -> Table | None:
+    """The first `limit` flips, closest to the boundary first; with `result`, decisions read
+    with its class names (`cat (3) -> dog (5)`)."""
+    flips = backend.flips
+    if flips is None or flips.count == 0 or limit <= 0:
         return None
-    title = (f"{backend.spec}: {backend.flips.count} flipped decisions, "
-             "closest to the boundary first")
-    table = Table(title=title, title_justify="left", min_width=len(title))
-    for column in ("sample", "reference score", "candidate score", "margin", "decision"):
+    if flips.per_element:
+        title = f"{backend.spec}: {flips_count(flips)} flipped, closest to the boundary first"
+    else:
+        title = f"{backend.spec}: {flips.count} flipped decisions, closest to the boundary first"
+    # Text, not markup: a spec or a class name with [brackets] prints as it is
+    table = Table(title=Text(title), title_justify="left", min_width=len(title))
+    columns = ["sample", "reference score", "candidate score", "margin", "decision"]
+    if flips.per_element:
+        columns += ELEMENT_COLUMNS
+    for column in columns:
         table.add_column(column, justify="right")
-    for record in backend.flips.records(limit):
+    for record in flips.records(limit):
+        change = (result_change_text(result, record) if result is not None
+                  else f"{record['reference_decision']} -> {record['candidate_decision']}")
         table.add_row(
             str(record["index"]),
             _number(record["reference_score"], ".7f"),
             _number(record["candidate_score"], ".7f"),
             _number(record["reference_margin"], ".2e"),
-            f"{record['reference_decision']} -> {record['candidate_decision']}",
+            Text(change),
+            *element_cells(flips, record),
         )
     return table
 
@@ -119,16 +141,16 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
     reference = result.reference.metrics
     if metrics is None or metrics.confusion is None or metrics.confusion.ndim != 2:
         return None
-    classes = [str(c) for c in metrics.classes]
-    if len(classes) > 12:
-        return None  # too wide for a terminal; report.json has it
+    classes = [class_label(c, result.class_names) for c in metrics.classes]
+    if len(classes) > MAX_CONFUSION_CLASSES:
+        return None  # too wide for a terminal (`render` says so); the HTML and report.json
     title = f"{backend.spec}: confusion matrix"
     if backend is not result.reference and reference is not None:
         title += " (change vs reference)"
-    table = Table(title=title, title_justify="left", min_width=len(title))
+    table = Table(title=Text(title), title_justify="left", min_width=len(title))
     table.add_column("true \\ predicted")
     for name in classes:
-        table.add_column(name, justify="right")
+        table.add_column(Text(name), justify="right")
     for i, name in enumerate(classes):
         cells = []
         for j in range(len(classes)):
@@ -141,8 +163,17 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
                 if delta:
                     text += f" ({delta:+d})"
             cells.append(text)
-        table.add_row(name, *cells)
+        table.add_row(Text(name), *cells)
     return table
+
+
+def _confusion_too_wide(backend: BackendResult) -> int:
+    """The number of classes of a confusion matrix too wide to print here, else 0."""
+    metrics = backend.metrics
+    if metrics is None or metrics.confusion is None or metrics.confusion.ndim != 2:
+        return 0
+    classes = len(metrics.classes)
+    return classes if classes > MAX_CONFUSION_CLASSES else 0
 
 
 def fixes_table(result: AuditResult) -> Table | None:
@@ -224,18 +255,24 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
     if profiles is not None:
         console.print(profiles)
     parts: list[Any] = []
+    wide = _confusion_too_wide(result.reference)
     if result.reference.metrics is not None:
         table = confusion_table(result, result.reference)
         if table is not None:
             parts.append(table)
     for backend in result.candidates:
-        flips = flips_table(backend, show_flips)
+        flips = flips_table(backend, show_flips, result)
         if flips is not None:
             parts.append(flips)
         if backend.flips is not None and backend.flips.count:
+            wide = wide or _confusion_too_wide(backend)
             table = confusion_table(result, backend)
             if table is not None:
                 parts.append(table)
+    if wide:
+        parts.append(Text(f"confusion matrices: {wide:,} classes, too many to print here (up "
+                          f"to {MAX_CONFUSION_CLASSES}); --html shows the most confused pairs, "
+                          "report.json the whole matrix", style="dim"))
     if parts:
         console.print(Group(*parts))
     flipped = [b for b in result.candidates if b.flips is not None and b.flips.count]
