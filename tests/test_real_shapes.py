@@ -146,6 +146,15 @@ def test_carried_state_on_axis_1_own_state_drifts_where_teacher_forced_does_not(
     # ...while the state it produced at call 2 was still off by the planted 3.0.
     assert forced.errors["stateN"].max_abs == pytest.approx(3.0, abs=1e-4)
     assert own.errors["stateN"].max_abs >= 3.0 - 1e-4
+    console = Console(record=True, width=200)
+    render(result, console)
+    text = console.export_text()
+    assert "flips only on its own state are drift" in text
+    assert forced.flips.count == 0 and own.flips.count > 0  # the drift, seeded
+    row = next(line for line in text.splitlines() if spec in line and "0 / 18" in line)
+    assert f"{forced.max_abs:.2e}" in row and f"{own.max_abs:.2e}" in row
+    saved = modelparity.AuditResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert [t.spec for t in saved.teacher_forced] == [forced.spec]
 
 
 def test_carried_state_needs_the_first_item_to_start_a_sequence(workdir):

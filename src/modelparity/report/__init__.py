@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from modelparity.decisions import Flips
+from modelparity.plan import TEACHER_FORCED
 from modelparity.result import AuditResult, BackendResult
 
 ELEMENT_COLUMNS = ("position", "flipped elements")  # flips decided per element
@@ -75,6 +76,26 @@ def yardstick_rows(result: AuditResult, number: Callable[[float | None], str]) -
 
 FIX_COLUMNS = ("run", "backend", "rules", "status", "flips", "max abs error",
                "precision measured", "p50 ms/batch", "latency vs before")
+
+
+DRIFT_COLUMNS = ("backend", "flips, own state", "flips, teacher-forced", "max abs error, own state",
+                 "max abs error, teacher-forced")
+
+
+def drift_rows(result: AuditResult, number: Callable[[float | None], str]) -> list[list[str]]:
+    """With carried state: each candidate on its own state beside teacher-forced (fed the
+    reference's state). Flips on its own state that teacher-forced does not have are drift:
+    a small error per step carried from call to call."""
+    forced = {t.spec.removesuffix(TEACHER_FORCED): t for t in result.teacher_forced}
+    rows = []
+    for own in result.candidates:
+        twin = forced.get(own.spec)
+        if twin is None:
+            continue
+        rows.append([own.spec, *("-" if b.flips is None else flips_count(b.flips)
+                                 for b in (own, twin)),
+                     number(own.max_abs), number(twin.max_abs)])
+    return rows
 
 
 def fix_rows(result: AuditResult, number: Callable[[float | None], str]) -> list[list[str]]:

@@ -9,8 +9,10 @@ import os
 
 from modelparity.policy import PolicyReport, format_actual
 from modelparity.report import (
+    DRIFT_COLUMNS,
     ELEMENT_COLUMNS,
     FIX_COLUMNS,
+    drift_rows,
     element_cells,
     fix_rows,
     flips_count,
@@ -129,6 +131,13 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
                          + (f"; {_cell(verdict)}" if verdict else "")
                          + (f"; fix: {_code(finding.fixed_spec)}" if finding.fixed_spec
                             else ""))
+        lines.append("")
+    drift = drift_rows(result, lambda v: _number(v, ".2e"))
+    if drift:
+        lines += ["Carried state: each backend on its own state and teacher-forced (fed the "
+                  "reference's state); flips only on its own state are drift.", "",
+                  "| " + " | ".join(DRIFT_COLUMNS) + " |", "|" + "---|" * len(DRIFT_COLUMNS)]
+        lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in drift]
         lines.append("")
     if result.fixes:
         lines += ["| " + " | ".join(FIX_COLUMNS) + " |",

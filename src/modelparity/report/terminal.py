@@ -10,9 +10,11 @@ from rich.table import Table
 from rich.text import Text
 
 from modelparity.report import (
+    DRIFT_COLUMNS,
     ELEMENT_COLUMNS,
     FIX_COLUMNS,
     YARDSTICK_COLUMNS,
+    drift_rows,
     element_cells,
     fix_rows,
     flips_count,
@@ -193,6 +195,21 @@ def fixes_table(result: AuditResult) -> Table | None:
     return table
 
 
+def drift_table(result: AuditResult) -> Table | None:
+    """With --carry: own state beside teacher-forced, per candidate."""
+    rows = drift_rows(result, _number)
+    if not rows:
+        return None
+    table = Table(title="carried state: each backend on its own state, and fed the reference's "
+                  "(teacher-forced); flips only on its own state are drift", title_justify="left")
+    for column in DRIFT_COLUMNS:
+        table.add_column(column, no_wrap=column == "backend",
+                         justify="left" if column == "backend" else "right")
+    for row in rows:
+        table.add_row(Text(row[0]), *row[1:])
+    return table
+
+
 def profiles_table(result: AuditResult) -> Table | None:
     """What the same model does in each precision: the yardsticks, and the at-risk counts."""
     if not result.profiles and not result.at_risk:
@@ -245,9 +262,9 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
         console.print(Text("silent precision defaults that apply (knowledge base; "
                            "`modelparity lint` explains each in full)", style="bold"))
         render_findings(findings, console)
-    fixes = fixes_table(result)
-    if fixes is not None:
-        console.print(fixes)
+    for table in (drift_table(result), fixes_table(result)):
+        if table is not None:
+            console.print(table)
     repros = [b for b in result.candidates if b.repro]
     for backend in repros:
         console.print(Text(f"repro for {backend.spec}: python {backend.repro}", style="dim"))
