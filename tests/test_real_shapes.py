@@ -320,3 +320,31 @@ def test_a_huge_output_per_batch_keeps_the_terminal_and_report_small(workdir):
     lines = console.export_text().splitlines()
     assert 5 < len(lines) < 300
     assert os.path.getsize(out / "report.json") < 200_000
+
+
+# a scalar input beside batched ones (a sample rate, a gain) ---------------------------------
+def test_a_scalar_input_is_fed_as_it_is_to_every_call(workdir):
+    inits = [numpy_helper.from_array(np.ones((4, 1), np.float32), "W")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["s"]),
+             helper.make_node("Mul", ["s", "gain"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "gain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])], inits)
+    model = _save(graph, workdir / "gain.onnx")
+    feed = feed_module(workdir, "gain_feed", """
+        import numpy as np
+
+        def items():
+            rng = np.random.default_rng(0)
+            for _ in range(5):
+                yield {"x": rng.normal(size=(3, 4)).astype(np.float32), "gain": np.float32(2)}
+        """)
+    for per_item, batch_size in ((True, 256), (False, 4)):
+        result = modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], feed,
+                                   task="binary", per_item=per_item, batch_size=batch_size,
+                                   fingerprint=False)
+        assert result.ok and result.candidates[0].flips.total == 15
+        assert result.candidates[0].latency.batches == (5 if per_item else 4)

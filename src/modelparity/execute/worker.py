@@ -39,7 +39,7 @@ from modelparity.execute.protocol import (
 from modelparity.execute.runner import Job
 from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import conform_batch
-from modelparity.inputs.base import calls
+from modelparity.inputs.base import calls, rows_of
 from modelparity.inputs.layout import Layout
 from modelparity.serialize import jsonable
 from modelparity.spec import BackendSpec
@@ -119,7 +119,7 @@ def run_job(job: Job, conn: Connection) -> None:
             stage = f"batch {index}"
             marker.mark(index)
             feed = conform_batch(state.fill(batch), signature, where)
-            rows = len(next(iter(feed.values())))
+            rows = rows_of(feed)
             feed = layout.to_model(feed)
             start = time.perf_counter()
             outputs = backend.infer(feed)

@@ -144,6 +144,9 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
             raise InputError(
                 f"{where}: input '{info.name}' is not an array ({one_line(exc)})"
             ) from exc
+        if arr.ndim == 0 and not info.shape:  # a scalar input (a sample rate): every call's own
+            out[info.name] = arr.astype(check_meta(info.name, arr.dtype, (), info, where))
+            continue
         if arr.ndim == 0:
             raise InputError(
                 f"{where}: input '{info.name}' is a scalar, expected a batch ({input_text(info)})"
@@ -177,8 +180,20 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
     return out
 
 
-def _rows(chunk: Batch) -> int:
-    return next(iter(chunk.values())).shape[0] if chunk else 0
+def rows_of(chunk: Batch) -> int:
+    """Samples in a batch (scalar inputs, the same for every sample, do not count)."""
+    return next((v.shape[0] for v in chunk.values() if np.ndim(v)), 0)
+
+
+_rows = rows_of
+
+
+def _head(chunk: Batch, rows: int) -> Batch:
+    return {k: v[:rows] if np.ndim(v) else v for k, v in chunk.items()}
+
+
+def _tail(chunk: Batch, rows: int) -> Batch:
+    return {k: v[rows:] if np.ndim(v) else v for k, v in chunk.items()}
 
 
 def _concat(parts: list[Batch], where: str) -> Batch:
@@ -186,6 +201,9 @@ def _concat(parts: list[Batch], where: str) -> Batch:
         return parts[0]
     out: Batch = {}
     for name in parts[0]:
+        if not np.ndim(parts[0][name]):  # a scalar input: one value for every sample
+            out[name] = parts[0][name]
+            continue
         try:
             out[name] = np.concatenate([p[name] for p in parts])
         except ValueError as exc:
@@ -222,9 +240,9 @@ def rebatch(chunks: Iterable[Batch], batch_size: int, where: str) -> Iterator[Ba
         count += n
         while count >= batch_size:
             merged = _concat(pending, where)
-            yield {k: v[:batch_size] for k, v in merged.items()}
+            yield _head(merged, batch_size)
             count -= batch_size
-            pending = [{k: v[batch_size:] for k, v in merged.items()}] if count else []
+            pending = [_tail(merged, batch_size)] if count else []
     if count:
         yield _concat(pending, where)
 
@@ -286,7 +304,7 @@ class FirstSamples:
             if left <= 0:
                 return
             rows = _rows(batch)
-            yield batch if rows <= left else {k: v[:left] for k, v in batch.items()}
+            yield batch if rows <= left else _head(batch, left)
             left -= rows
 
     def items(self) -> Iterator[Batch]:
