@@ -155,6 +155,10 @@ def test_carried_state_on_axis_1_own_state_drifts_where_teacher_forced_does_not(
     assert f"{forced.max_abs:.2e}" in row and f"{own.max_abs:.2e}" in row
     saved = modelparity.AuditResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert [t.spec for t in saved.teacher_forced] == [forced.spec]
+    from modelparity.report.html import render_html
+    from modelparity.report.markdown import render_markdown
+    for page in (render_html(saved), render_markdown(saved)):
+        assert "teacher-forced" in page and "0 / 18" in page
 
 
 def test_carried_state_needs_the_first_item_to_start_a_sequence(workdir):

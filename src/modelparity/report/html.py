@@ -30,9 +30,11 @@ import numpy as np
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
 from modelparity.report import (
+    DRIFT_COLUMNS,
     ELEMENT_COLUMNS,
     FIX_COLUMNS,
     YARDSTICK_COLUMNS,
+    drift_rows,
     element_cells,
     fix_rows,
     flips_count,
@@ -756,6 +758,17 @@ def _findings(result: AuditResult) -> str:
     return "".join(parts)
 
 
+def _drift(result: AuditResult) -> str:
+    rows = drift_rows(result, _num)
+    if not rows:
+        return ""
+    return ("<h2>Carried state</h2>"
+            '<p class="note">Each backend on its own state, as a deployment runs it, and '
+            "teacher-forced: fed the reference's state at every call. Flips only on its own "
+            "state are drift, a small error per step carried from call to call.</p>"
+            + _table(DRIFT_COLUMNS, rows, [False, True, True, True, True]))
+
+
 def _fingerprints(result: AuditResult) -> str:
     found = [b for b in result.candidates if b.fingerprint is not None]
     if not found:
@@ -994,7 +1007,7 @@ def render_html(result: AuditResult) -> str:
     global _CLIP_IDS
     _CLIP_IDS = itertools.count(1)
     body = "".join([
-        _header(result), _summary(result), _findings(result), _fingerprints(result),
+        _header(result), _summary(result), _drift(result), _findings(result), _fingerprints(result),
         _histograms(result),
         _scatters(result), _confusions(result), _flips(result), _at_risk(result),
         _latency(result),
