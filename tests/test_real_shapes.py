@@ -352,3 +352,36 @@ def test_a_scalar_input_is_fed_as_it_is_to_every_call(workdir):
                                    fingerprint=False)
         assert result.ok and result.candidates[0].flips.total == 15
         assert result.candidates[0].latency.batches == (5 if per_item else 4)
+
+
+# what OpenVINO says, as it says it -----------------------------------------------------------
+def test_openvino_reports_an_output_by_the_name_the_model_declares(workdir):
+    """OpenVINO folds an Identity into the node before it, and the output then carries both
+    names; `get_any_name()` may give the inner one (skl2onnx's MLP: out_activations_result)."""
+    inits = [numpy_helper.from_array(np.ones((4, 2), np.float32), "W")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["out_activations_result"]),
+             helper.make_node("Identity", ["out_activations_result"], ["probabilities"])]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])], inits)
+    model = _save(graph, workdir / "mlp.onnx")
+    result = modelparity.audit(model, ["openvino:cpu?INFERENCE_PRECISION_HINT=f32"], None,
+                               task="multiclass", samples=16, fingerprint=False)
+    assert result.ok, result.candidates[0].error
+    assert list(result.candidates[0].errors) == ["probabilities"]
+
+
+def test_an_openvino_conversion_failure_names_the_operation():
+    from modelparity.backends.options import first_line
+
+    error = RuntimeError(
+        "Exception from src/inference/src/cpp/core.cpp:84:\n"
+        "Check 'false' failed at src/frontends/common_translators/src/unconverted_ops_report"
+        ".cpp:151:\nFrontEnd API failed with OpConversionFailure:\nModel wasn't fully "
+        "converted.\nSummary:\n-- No conversion rule found for operations: "
+        "ai.onnx.ml.TreeEnsembleClassifier\n\n")
+    assert first_line(error) == ("No conversion rule found for operations: "
+                                 "ai.onnx.ml.TreeEnsembleClassifier")
+    assert first_line(RuntimeError("Exception from x.cpp:1:\nplain reason\nmore")) == \
+        "plain reason"

@@ -110,7 +110,11 @@ class OpenVINOBackend(Backend):
                 f"{self.spec.text}: OpenVINO could not compile the model: {message}"
             ) from None
         self.request = self.compiled.create_infer_request()
-        self.output_names = [out.get_any_name() for out in self.compiled.outputs]
+        # An output can carry several names (OpenVINO folds an Identity into the node before
+        # it, e.g. skl2onnx's MLP): the one the model declares is the one to report.
+        declared = set(model.signature.output_names)
+        self.output_names = [next((n for n in sorted(out.get_names()) if n in declared),
+                                  out.get_any_name()) for out in self.compiled.outputs]
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.request.infer(feed)
