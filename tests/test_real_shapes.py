@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -26,6 +27,8 @@ from modelparity.errors import InputError
 from modelparity.report.terminal import render
 
 PLANTED = "py:planted_backends:make"
+SCHEMA = json.loads((Path(__file__).parents[1] / "src" / "modelparity" / "report"
+                     / "schema.json").read_text())
 BINARY_OUTPUT = modelparity.TaskConfig("binary", output="output")
 
 
@@ -153,7 +156,9 @@ def test_carried_state_on_axis_1_own_state_drifts_where_teacher_forced_does_not(
     assert forced.flips.count == 0 and own.flips.count > 0  # the drift, seeded
     row = next(line for line in text.splitlines() if spec in line and "0 / 18" in line)
     assert f"{forced.max_abs:.2e}" in row and f"{own.max_abs:.2e}" in row
-    saved = modelparity.AuditResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    report = json.loads(json.dumps(result.to_dict()))
+    jsonschema.validate(report, SCHEMA)
+    saved = modelparity.AuditResult.from_dict(report)
     assert [t.spec for t in saved.teacher_forced] == [forced.spec]
     from modelparity.report.html import render_html
     from modelparity.report.markdown import render_markdown
@@ -240,7 +245,9 @@ def test_images_of_different_sizes_decided_per_pixel(workdir):
     # OpenVINO in FP32 ran the same items one by one, every size compiled as it came.
     assert openvino.ok and openvino.flips.total == len(SIZES)
     assert openvino.errors["prob"].max_abs < 1e-4
-    saved = modelparity.AuditResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    report = json.loads(json.dumps(result.to_dict()))
+    jsonschema.validate(report, SCHEMA)
+    saved = modelparity.AuditResult.from_dict(report)
     assert saved.candidates[0].flips.records() == flips.records()
 
 
@@ -385,3 +392,23 @@ def test_an_openvino_conversion_failure_names_the_operation():
                                  "ai.onnx.ml.TreeEnsembleClassifier")
     assert first_line(RuntimeError("Exception from x.cpp:1:\nplain reason\nmore")) == \
         "plain reason"
+
+
+# per-element decision rules, pure ------------------------------------------------------------
+def test_multilabel_maps_take_one_threshold_per_class_along_the_class_axis():
+    from modelparity.decisions import TaskConfig, make_head
+
+    maps = np.array([[[[0.2, 0.4]], [[0.6, 0.8]]]])  # [1, 2 classes, 1, 2]
+    head = make_head(TaskConfig("multilabel", threshold=(0.3, 0.7), class_axis=1))
+    elements = head.elements(maps)
+    assert elements.decision.tolist() == [[[[0, 1]], [[0, 1]]]]
+    assert np.allclose(elements.margin, [[[[0.1, 0.1]], [[0.1, 0.1]]]])
+    decided = head.decide(maps)
+    assert len(decided) == 1 and decided.margin[0] == pytest.approx(0.1)
+    with pytest.raises(InputError, match="need --class-axis"):
+        make_head(TaskConfig("multilabel", threshold=(0.3, 0.7))).elements(maps)
+    with pytest.raises(InputError, match="3 thresholds for the 2 classes"):
+        make_head(TaskConfig("multilabel", threshold=(0.3, 0.5, 0.7),
+                             class_axis=1)).elements(maps)
+    with pytest.raises(InputError, match="--class-axis applies to multiclass and multilabel"):
+        TaskConfig("binary", class_axis=1)

@@ -60,6 +60,9 @@ class TaskConfig:
             raise InputError(f"task: k must be >= 1, got {self.k}")
         if self.atol < 0 or self.rtol < 0:
             raise InputError("task: atol and rtol must be >= 0")
+        if self.class_axis is not None and self.kind not in ("multiclass", "multilabel"):
+            raise InputError(f"--class-axis applies to multiclass and multilabel, not "
+                             f"{self.kind}")
         if self.kind == "custom" and (not self.custom or ":" not in self.custom):
             raise InputError("task: kind 'custom' needs custom='module:function'")
 
@@ -197,7 +200,8 @@ class BinaryHead(DecisionHead):
         )
 
     def _decide(self, output: np.ndarray) -> Decided:
-        decision, score, margin = _threshold(self._raw(output), self.task)
+        decision, score, margin = _threshold(self._raw(output), self.task.threshold,
+                                             self.task.logits)
         return Decided(decision, score, margin, num_classes=2)
 
     def elements(self, output: np.ndarray) -> Elements | None:
@@ -205,17 +209,19 @@ class BinaryHead(DecisionHead):
         out = np.asarray(output)
         if out.ndim < 3:
             return None
-        return Elements(*_threshold(out.astype(np.float64), self.task))
+        return Elements(*_threshold(out.astype(np.float64), self.task.threshold,
+                                    self.task.logits))
 
     def element_classes(self, output: np.ndarray) -> int | None:
         return 2
 
 
-def _threshold(raw: np.ndarray, task: TaskConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _threshold(raw: np.ndarray, threshold: object, logits: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decision, score and margin of `score > threshold` (with logits: the raw value against
     logit(threshold), the score a sigmoid)."""
-    t = np.asarray(task.threshold, dtype=np.float64)
-    if task.logits:
+    t = np.asarray(threshold, dtype=np.float64)
+    if logits:
         decision = raw > _logit(t)
         score = _sigmoid(raw)
     else:
@@ -324,12 +330,20 @@ class MultilabelHead(DecisionHead):
         out = np.asarray(output)
         if out.ndim < 3:
             return None
-        if isinstance(self.task.threshold, tuple) and len(self.task.threshold) > 1:
-            raise InputError(f"multilabel task: one threshold per class needs an output of "
-                             f"shape (n, C), got {out.shape}; give one threshold")
-        task = TaskConfig("binary", threshold=np.ravel(self.task.threshold)[0],
-                          logits=self.task.logits)
-        return Elements(*_threshold(out.astype(np.float64), task))
+        t = np.asarray(self.task.threshold, dtype=np.float64).ravel()
+        if t.size > 1:  # one per class, along the class axis
+            axis = self.task.class_axis
+            if axis is None or axis % out.ndim == 0:
+                raise InputError(f"multilabel task: {t.size} thresholds (one per class) on an "
+                                 f"output of shape {out.shape} need --class-axis")
+            if out.shape[axis] != t.size:
+                raise InputError(f"multilabel task: {t.size} thresholds for the "
+                                 f"{out.shape[axis]} classes on axis {axis} of {out.shape}")
+            shape = [1] * out.ndim
+            shape[axis] = t.size
+            t = t.reshape(shape)
+        return Elements(*_threshold(out.astype(np.float64), t if t.size > 1 else t[0],
+                                    self.task.logits))
 
     def _decide(self, output: np.ndarray) -> Decided:
         out = np.asarray(output)
