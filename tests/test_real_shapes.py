@@ -412,3 +412,29 @@ def test_multilabel_maps_take_one_threshold_per_class_along_the_class_axis():
                              class_axis=1)).elements(maps)
     with pytest.raises(InputError, match="--class-axis applies to multiclass and multilabel"):
         TaskConfig("binary", class_axis=1)
+
+
+def test_resume_restores_flips_per_element_and_teacher_forced_runs(workdir):
+    model = stateful_onnx(workdir / "vad.onnx")
+    feed = feed_module(workdir, "vad_feed_resume", STATE_FEED)
+    spec = f"{PLANTED}?nudge=3.0&name=stateN&rows=2"
+    kwargs = dict(task=BINARY_OUTPUT, batch_axes={"state": 1}, carry={"stateN": "state"},
+                  fingerprint=False, warmup=0, out=str(workdir / "out"))
+    first = modelparity.audit(model, [spec], feed, **kwargs)
+    again = modelparity.audit(model, [spec], feed, resume=True, **kwargs)
+    assert all(b.resumed for b in (*again.candidates, *again.teacher_forced))
+    for before, after in ((first.candidates[0], again.candidates[0]),
+                          (first.teacher_forced[0], again.teacher_forced[0])):
+        assert after.flips.records() == before.flips.records()
+        assert after.errors["output"].max_abs == before.errors["output"].max_abs
+
+    model = map_onnx(workdir / "det.onnx")
+    feed = feed_module(workdir, "det_feed_resume", IMAGE_FEED)
+    kwargs = dict(task="binary", per_item=True, fingerprint=False, warmup=0,
+                  out=str(workdir / "out2"))
+    first = modelparity.audit(model, [f"{PLANTED}?nudge=0.05&rows=1"], feed, **kwargs)
+    again = modelparity.audit(model, [f"{PLANTED}?nudge=0.05&rows=1"], feed, resume=True,
+                              **kwargs)
+    assert again.candidates[0].resumed
+    assert again.candidates[0].flips.totals() == first.candidates[0].flips.totals()
+    assert again.candidates[0].flips.records() == first.candidates[0].flips.records()
