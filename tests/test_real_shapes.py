@@ -438,3 +438,16 @@ def test_resume_restores_flips_per_element_and_teacher_forced_runs(workdir):
     assert again.candidates[0].resumed
     assert again.candidates[0].flips.totals() == first.candidates[0].flips.totals()
     assert again.candidates[0].flips.records() == first.candidates[0].flips.records()
+
+
+def test_a_custom_decision_that_raises_is_one_line(workdir):
+    model, data, _ = _sequence_data(workdir)
+    (workdir / "decode_broken.py").write_text("def decode(probs):\n    raise KeyError('no')\n")
+    sys.modules.pop("decode_broken", None)
+    with pytest.raises(InputError) as caught:
+        modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], data,
+                          task=modelparity.TaskConfig("custom", custom="decode_broken:decode"),
+                          fingerprint=False)
+    message = str(caught.value)
+    assert message.startswith("custom task: decode_broken:decode raised KeyError on an output "
+                              "of shape (6, 5, 7)") and "\n" not in message

@@ -459,7 +459,12 @@ class CustomHead(DecisionHead):
     def decide(self, output: np.ndarray) -> Decided:
         out = np.asarray(output)
         n = out.shape[0] if out.ndim else 0
-        result = self.fn(out)
+        try:
+            result = self.fn(out)
+        except Exception as exc:  # the user's code: one line, never a traceback
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise InputError(f"custom task: {self.task.custom} raised {type(exc).__name__} on "
+                             f"an output of shape {out.shape}: {text}") from exc
         if isinstance(result, tuple):
             if len(result) != 2:
                 raise InputError(
