@@ -72,3 +72,50 @@ def ctc_text_margin(output: np.ndarray) -> tuple[list[str], np.ndarray]:
     top2 = np.partition(out, -2, axis=-1)[..., -2:]
     gap = (top2[..., 1] - top2[..., 0]).min(axis=1)
     return texts, gap.astype(np.float64)
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression on (x, y, w, h) boxes, best score first (as OpenCV's
+    cv2.dnn.NMSBoxes, which nudenet uses)."""
+    order = list(np.argsort(-scores, kind="stable"))
+    x1, y1 = boxes[:, 0], boxes[:, 1]
+    x2, y2 = x1 + boxes[:, 2], y1 + boxes[:, 3]
+    area = np.maximum(boxes[:, 2], 0) * np.maximum(boxes[:, 3], 0)
+    keep: list[int] = []
+    while order:
+        best = order.pop(0)
+        keep.append(best)
+        if not order:
+            break
+        rest = np.array(order)
+        w = np.clip(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0, None)
+        inter = w * h
+        overlap = inter / np.maximum(area[best] + area[rest] - inter, 1e-12)
+        order = [int(i) for i, o in zip(rest, overlap, strict=True) if o <= iou]
+    return keep
+
+
+def nudenet_detections(output: np.ndarray) -> list[tuple]:
+    """nudenet's YOLOv8 output [B, 22, anchors] -> per image, its detections after nudenet's own
+    post-processing (an anchor kept when its best class score is >= 0.2, NMS at 0.25 / 0.45),
+    as a sorted tuple of (class index, x, y, w, h) in whole model pixels: what a deployment
+    acts on. A flip is a detection that appears, disappears, changes class or moves a pixel."""
+    out = np.asarray(output, dtype=np.float64)
+    if out.ndim != 3 or out.shape[1] < 5:
+        raise ValueError(f"nudenet_detections: expected [batch, 4 + classes, anchors], got "
+                         f"{out.shape}")
+    decided = []
+    for sample in out:
+        rows = sample.T  # [anchors, 4 + classes]
+        scores = rows[:, 4:].max(axis=1)
+        keep = scores >= 0.2
+        cx, cy, w, h = rows[keep, :4].T
+        boxes = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
+        classes = rows[keep, 4:].argmax(axis=1)
+        strong = scores[keep] >= 0.25  # NMSBoxes' own score threshold
+        picked = _nms(boxes[strong], scores[keep][strong], 0.45)
+        found = [(int(classes[strong][i]), *(int(v) for v in boxes[strong][i]))
+                 for i in picked]
+        decided.append(tuple(sorted(found)))
+    return decided

@@ -279,17 +279,16 @@ def prep_nudenet(folder: str) -> dict:
 
     shutil.copyfile(_package_file("nudenet", "320n.onnx"), os.path.join(folder, "model.onnx"))
     labels = list(getattr(nn, "__labels"))
-    _write_lines(os.path.join(folder, "classes.txt"),
-                 ["box_cx", "box_cy", "box_w", "box_h", *labels])
+    _write_lines(os.path.join(folder, "classes.txt"), labels)
     for i, crop in enumerate(_crops(16, seed=2)):
         bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)  # cv2.imread's order, what detect() gets
         blob = nn._read_image(bgr, 320)[0]  # pad to square, 320x320, /255, RGB
         _save_item(os.path.join(folder, "items"), i, {"images": blob.astype(np.float32)})
     return _manifest(
         folder, name="nudenet", source="nudenet==3.4.2 wheel: nudenet/320n.onnx",
-        task="multilabel", output="output0", threshold=0.2,
-        args=["--task", "multilabel", "--output", "output0", "--threshold", "0.2",
-              "--class-axis", "1", "--class-names", os.path.join(folder, "classes.txt")],
+        task="custom", output="output0",
+        args=["--task", "custom", "--output", "output0",
+              "--custom", "bench.realmodels_decode:nudenet_detections"],
         facts={
             "input": "images float32 [batch, 3, height, width] (used at 3x320x320)",
             "output": "output0 float32 [batch, 22, anchors] (2100 at 320x320): rows 0-3 box "
@@ -297,9 +296,9 @@ def prep_nudenet(folder: str) -> dict:
             "batch_axis": 0, "class_axis": 1,
             "preprocess": "BGR -> pad right/bottom to square -> cv2.dnn.blobFromImage(1/255, "
                           "320x320, swapRB) ",
-            "decision": "an anchor is kept when its max class score >= 0.2, then NMS 0.25/0.45; "
-                        "the audit decides each score > 0.2 per element (the 4 box rows are "
-                        "pixels, always above: they never flip)",
+            "decision": "an anchor is kept when its max class score >= 0.2, then NMS 0.25/0.45 "
+                        "(nudenet's own post-processing, in realmodels_decode.py): the set of "
+                        "detections per image, boxes in whole model pixels",
             "class_names": "nudenet/nudenet.py __labels (18) and ONNX metadata 'names'",
         },
         items=16)
