@@ -122,7 +122,7 @@ def run(
     batch_axis: Annotated[list[str] | None, typer.Option(
         "--batch-axis", metavar="NAME=AXIS",
         help="Where an input or output keeps its batch, when not on axis 0 and the model "
-             "does not name it: e.g. state=1 for a recurrent state [layers, B, hidden]. "
+             "does not name it: e.g. state=1 for a recurrent state of shape (layers, B, hidden). "
              "Repeatable.")] = None,
     carry: Annotated[list[str] | None, typer.Option(
         "--carry", metavar="OUTPUT=INPUT",
@@ -144,9 +144,9 @@ def run(
     k: Annotated[int, typer.Option(help="topk: how many top classes make the decision.")] = 5,
     class_axis: Annotated[int | None, typer.Option(
         help="multiclass on an output of rank > 2: the axis holding the classes, as the model "
-             "gives it (2 for [B, T, C] decided per time step, 1 for [B, C, H, W] per pixel). "
-             "binary, multilabel and regression decide such outputs per element without "
-             "it.")] = None,
+             "gives it (2 for [B, T, C] decided per time step, 1 for [B, C, H, W] per pixel); "
+             "multilabel: the axis its per-class thresholds apply along. binary, multilabel "
+             "and regression decide such outputs per element.")] = None,
     atol: Annotated[float, typer.Option(help="regression: absolute tolerance.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="regression: relative tolerance.")] = 1e-3,
     custom: Annotated[str | None, typer.Option(
