@@ -14,7 +14,14 @@ from modelparity.backends import parse_spec
 from modelparity.errors import ModelParityError
 from modelparity.knowledge import Finding, compare_with_measurement, fixed_spec, lint, match
 from modelparity.knowledge.configuration import Configuration, resolve
-from modelparity.knowledge.matcher import AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED
+from modelparity.knowledge.matcher import (
+    AGREES,
+    CONTRADICTS,
+    DIFFERS,
+    PREDICTED,
+    UNCONFIRMED,
+    UNMEASURED,
+)
 from modelparity.knowledge.rules import Rule, load_rules, parse_rule_file, rule_files
 from modelparity.spec import BackendSpec
 
@@ -180,6 +187,24 @@ def test_the_measurement_wins_over_the_rule() -> None:
     finding = compare_with_measurement(Finding(rule, "openvino:cpu"), "fp32", False)
     assert "measurement wins" in (finding.verdict() or "")
     assert finding.to_dict()["measured"] == "fp32"
+
+
+def test_a_weak_or_unknown_measurement_overrules_nothing() -> None:
+    """A fingerprint of confidence 0.00 once said "measured FP32: the measurement wins" about
+    OpenVINO's BF16 on a saturated map while the map was wrecked: weak evidence must not
+    overrule a documented default, though it may still confirm it."""
+    rule = next(r for r in RULES if r.id == "OV-1")
+    for verdict, confidence in (("fp32", 0.0), ("fp16", 0.2), ("unknown", 0.0),
+                                ("fp32", 0.29)):
+        finding = compare_with_measurement(Finding(rule, "openvino:cpu"), verdict, False,
+                                           confidence)
+        assert finding.agreement == UNCONFIRMED
+        assert "the rule's BF16 stands" in (finding.verdict() or "")
+        assert "measurement wins" not in (finding.verdict() or "")
+    assert compare_with_measurement(Finding(rule, "openvino:cpu"), "bf16", False,
+                                    0.1).agreement == AGREES
+    assert compare_with_measurement(Finding(rule, "openvino:cpu"), "fp32", False,
+                                    0.3).agreement == CONTRADICTS
 
 
 def test_duplicate_rule_ids_in_a_file_are_refused() -> None:

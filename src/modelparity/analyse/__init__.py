@@ -76,7 +76,9 @@ def _compared(question: Question, reference: BackendResult, run: BackendRun,
 def _with_findings(result: BackendResult) -> BackendResult:
     """Match the knowledge base against what the backend reported, and set what the
     fingerprint says about each finding (the measurement wins)."""
-    findings = [compare_with_measurement(f, result.measured_precision, result.predicted)
+    confidence = result.fingerprint.confidence if result.fingerprint else None
+    findings = [compare_with_measurement(f, result.measured_precision, result.predicted,
+                                         confidence)
                 for f in lint(result.spec, result.description)]
     return dataclasses.replace(result, findings=findings)
 

@@ -16,11 +16,12 @@ from typing import Any
 
 from modelparity.knowledge.configuration import Configuration
 from modelparity.knowledge.rules import KIND_WORDS, PRECISION_WORDS, Fix, Rule, load_rules
+from modelparity.numerics.fingerprint import WEAK_CONFIDENCE
 from modelparity.spec import BackendSpec
 
 #: What a measured fingerprint verdict says about a rule's precision.
-AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED = (
-    "confirmed", "contradicted", "different", "predicted", "not measured")
+AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED, UNCONFIRMED = (
+    "confirmed", "contradicted", "different", "predicted", "not measured", "unconfirmed")
 
 
 #: The rule's fields that `Finding.to_dict` writes under the same name.
@@ -69,6 +70,9 @@ class Finding:
                     "wins")
         if self.agreement == PREDICTED:
             return "predicted, not measured: this runtime cannot execute here"
+        if self.agreement == UNCONFIRMED:
+            return (f"measured {measured or 'nothing clear'}, but too weakly to confirm or "
+                    f"overrule the rule: the rule's {expected} stands")
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,14 +231,22 @@ def _apply_fixes(spec: BackendSpec, rules: list[Rule]) -> BackendSpec | None:
     return None if fixed.text == spec.text else fixed
 
 
-def compare_with_measurement(finding: Finding, verdict: str | None, predicted: bool) -> Finding:
+def compare_with_measurement(finding: Finding, verdict: str | None, predicted: bool,
+                             confidence: float | None = None) -> Finding:
     """The finding with what the fingerprint's verdict says about the rule (the measurement
-    wins); a new Finding, `finding` is left as it was. Unchanged without a verdict."""
+    wins, when it is clear); a new Finding, `finding` is left as it was. Unchanged without a
+    verdict. A verdict of "unknown", or one below `WEAK_CONFIDENCE` that would disagree with
+    the rule, overrules nothing: a weak measurement is not evidence against a documented
+    default."""
     if predicted:
         return dataclasses.replace(finding, agreement=PREDICTED)
     if verdict is None:
         return finding
     expected = finding.rule.precision
+    agrees = verdict == expected or (expected == "reduced" and verdict not in ("fp32", "unknown"))
+    weak = confidence is not None and confidence < WEAK_CONFIDENCE
+    if verdict == "unknown" or (weak and not agrees):
+        return dataclasses.replace(finding, measured=verdict, agreement=UNCONFIRMED)
     if verdict == expected or (expected == "reduced" and verdict != "fp32"):
         agreement = AGREES
     elif verdict == "fp32":
