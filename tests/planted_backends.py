@@ -27,7 +27,10 @@ class Planted:
                     handle.write(f"{name}={os.environ.get(name)}\n")
         if self.options.get("fail") == "load":
             raise RuntimeError("planted failure while loading")
-        self.session = ort.InferenceSession(model.onnx_path, providers=["CPUExecutionProvider"])
+        path = model.onnx_path
+        if "bf16_before" in self.options:
+            path = _round_before(path, self.options["bf16_before"])
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
 
     def infer(self, feed):
@@ -75,6 +78,32 @@ class Planted:
 
     def describe(self) -> dict:
         return {"planted": dict(self.options)}
+
+
+def _round_before(path: str, op_type: str) -> str:
+    """The model with the layer before every `op_type` node (a final Sigmoid) rounding its
+    output to BF16: BF16 layers under an FP32 activation, OpenVINO's pattern, made here without
+    modelparity's own emulation."""
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    producer = {name: node for node in graph.node for name in node.output}
+    for node in [n for n in graph.node if n.op_type == op_type]:
+        tensor = node.input[0]
+        layer = producer[tensor]
+        raw, low = f"{tensor}__f32", f"{tensor}__bf16"
+        layer.output[list(layer.output).index(tensor)] = raw
+        at = list(graph.node).index(layer) + 1
+        graph.node.insert(at, helper.make_node("Cast", [raw], [low], to=TensorProto.BFLOAT16))
+        graph.node.insert(at + 1, helper.make_node("Cast", [low], [tensor], to=TensorProto.FLOAT))
+    handle, name = tempfile.mkstemp(suffix=".onnx")
+    os.close(handle)
+    onnx.save(model, name)
+    return name
 
 
 def make(options: dict[str, str]) -> Planted:

@@ -288,13 +288,14 @@ def test_unknown_when_far_from_every_profile():
     assert fp.evidence.startswith("unlike every profile")
 
 
-def test_weak_match_names_the_nearest_with_weak_wording():
+def test_two_profiles_about_as_near_are_inconclusive_and_both_named():
     profs = {"fp32": synthetic("fp32", -22.0, seed=1), "fp16": synthetic("fp16", -11.0, seed=2),
              "tf32": synthetic("tf32", -11.5, seed=3)}
     fp = fingerprint(synthetic("c", -11.25, seed=4), profs)
-    assert fp.verdict in ("fp16", "tf32")
+    assert fp.verdict == "inconclusive"
     assert fp.confidence < WEAK_CONFIDENCE
-    assert fp.evidence.startswith("weak match")
+    assert fp.evidence.startswith("inconclusive: ")
+    assert "fp16 emulation" in fp.evidence and "tf32 emulation" in fp.evidence
     assert list(fp.distances) == sorted(fp.distances, key=fp.distances.get)
 
 

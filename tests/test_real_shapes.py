@@ -451,3 +451,28 @@ def test_a_custom_decision_that_raises_is_one_line(workdir):
     message = str(caught.value)
     assert message.startswith("custom task: decode_broken:decode raised KeyError on an output "
                               "of shape (6, 5, 7)") and "\n" not in message
+
+
+# a saturated map: the precision shows where outputs are not 0 or 1 -------------------------
+def test_a_map_saturated_on_most_pixels_is_not_called_fp32_when_its_layers_ran_in_bf16(workdir):
+    """OpenVINO's BF16 on a text detector: max abs error 0.93 on the map, yet the verdict was
+    "fp32 (confidence 0.00)", because most pixels are exactly 0 or 1 in both runs. The
+    candidate here rounds the Sigmoid's input to BF16 (a real rounding, not the emulation)."""
+    rng = np.random.default_rng(8)
+    inits = [numpy_helper.from_array((rng.normal(size=(1, 3, 3, 3)) * 12).astype(np.float32),
+                                     "K")]
+    nodes = [helper.make_node("Conv", ["x", "K"], ["z"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["z"], ["prob"])]
+    graph = helper.make_graph(
+        nodes, "sat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 24, 24])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1, 24, 24])], inits)
+    model = _save(graph, workdir / "sat.onnx")
+    result = modelparity.audit(model, [f"{PLANTED}?bf16_before=Sigmoid"], None, task="binary",
+                               samples=64)
+    candidate = result.candidates[0]
+    stats = candidate.errors["prob"]
+    assert stats.exact_fraction > 0.5  # most pixels are identical in both runs (0 or 1)
+    assert stats.max_abs > 1e-4  # BF16 logits: far above FP32 noise on the unsaturated pixels
+    assert candidate.fingerprint.verdict == "bf16", candidate.fingerprint.evidence
+    assert result.model["probes"] == {"z": "prob"}  # read before the Sigmoid

@@ -36,8 +36,9 @@ from modelparity.inputs import (
 )
 from modelparity.inputs.layout import Layout, resolve_layout
 from modelparity.model import PreparedModel, prepare_model
+from modelparity.model.probe import PROBED_RUNTIMES, probe
 from modelparity.model.signature import Signature
-from modelparity.plan import DEFAULT_REFERENCE, PROFILE_SAMPLES, Settings, make_plan
+from modelparity.plan import DEFAULT_REFERENCE, PROFILE_SAMPLES, Plan, Settings, make_plan
 from modelparity.repro import write_repros
 from modelparity.result import AuditResult
 from modelparity.spec import BackendSpec
@@ -131,11 +132,10 @@ def audit(
             raise InputError(f"{label_name}: expected {source.num_samples} labels (one per "
                              f"sample), got {len(label_values)}")
         head = make_head(config)
-        context = Context(prepared, source, FirstSamples(source, profile_samples), head,
-                          config.output or "", workdir,
-                          _run_key(prepared, source, batch_size, config, plan.reference.key,
-                                   layout),
-                          progress or NoProgress(), layout)
+        key = _run_key(prepared, source, batch_size, config, plan.reference.key, layout)
+        running, layout = _probed(prepared, plan, layout, workdir)
+        context = Context(running, source, FirstSamples(source, profile_samples), head,
+                          config.output or "", workdir, key, progress or NoProgress(), layout)
         execution = execute(plan, context, resume=resume)
         question = Question(prepared, {"source": source.describe(), "batch_size": batch_size,
                                        **layout.describe()},
@@ -143,7 +143,7 @@ def audit(
                             # a repro script feeds one batch of samples: not items of other
                             # shapes, nor a carried state
                             None if layout.per_item or layout.moves else out,
-                            class_names=names)
+                            class_names=names, probes=running.probes)
         result = analyse(plan, execution.runs, execution.samples, question)
         if out:
             write_repros(result, prepared, source, batch_size)
@@ -169,6 +169,20 @@ def _as_task(task: str | TaskConfig, signature: Signature, layout: Layout) -> Ta
         axis %= rank
         config = dataclasses.replace(config, class_axis=axis + 1 if axis < batch else axis)
     return config
+
+
+def _probed(prepared: PreparedModel, plan: Plan, layout: Layout, workdir: str
+            ) -> tuple[PreparedModel, Layout]:
+    """With the fingerprint on and every backend running the ONNX file, the model every backend
+    runs has its final activations' inputs as extra outputs (`model.probe`), each with its
+    output's batch axis: the precision shows there, not in a saturated or softmaxed output."""
+    if not plan.settings.fingerprint or any(p.spec.runtime not in PROBED_RUNTIMES
+                                            for p in plan.backends):
+        return prepared, layout
+    running = probe(prepared, workdir)
+    moved = tuple((hidden, layout.axis(output)) for hidden, output in running.probes
+                  if layout.axis(output))
+    return running, dataclasses.replace(layout, axes=layout.axes + moved) if moved else layout
 
 
 def _per_element(config: TaskConfig, signature: Signature) -> bool:

@@ -38,6 +38,7 @@ class Question:
     environment: dict[str, Any]
     out: str | None  # where repro scripts go
     class_names: list[str] | None = None  # by class index, for the reports
+    probes: tuple[tuple[str, str], ...] = ()  # activation inputs added as outputs -> their output
 
 
 def _metrics(question: Question, run: BackendRun) -> Any:
@@ -113,7 +114,8 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
         named = {p.label: result for p, result in zip(plan.candidates, candidates, strict=True)
                  if p.label}
         profiles.update((label, named[label]) for label in PROFILE_BACKENDS if label in named)
-        at_risk, prints = fingerprints(question.task, reference, candidates, profiles)
+        at_risk, prints = fingerprints(question.task, reference, candidates, profiles,
+                                       tuple(hidden for hidden, _ in question.probes))
         candidates = [dataclasses.replace(c, fingerprint=prints[c.spec][0],
                                           at_risk_flips=prints[c.spec][1])
                       if c.spec in prints else c for c in candidates]
@@ -128,6 +130,7 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
     result = AuditResult(
         model={"source": model.source, "onnx_path": model.onnx_path,
                "exporter": model.exporter,
+               **({"probes": dict(question.probes)} if question.probes else {}),
                "inputs": [asdict(i) for i in model.signature.inputs],
                "outputs": [asdict(o) for o in model.signature.outputs]},
         inputs={**question.inputs, "samples": samples},

@@ -41,10 +41,15 @@ THRESHOLD_FORMATS = ("fp16", "bf16", "tf32")
 MARGIN_FACTOR = {"binary": 1.0, "multiclass": 2.0, "topk": 2.0}
 
 
-def error_profile(label: str, result: BackendResult) -> Profile | None:
-    """One profile over all of a backend's outputs (weighted by their element counts)."""
+def error_profile(label: str, result: BackendResult, only: tuple[str, ...] = ()
+                  ) -> Profile | None:
+    """One profile over all of a backend's outputs (weighted by their element counts), or over
+    the outputs in `only` where it ran them (the inputs of final activations, probed)."""
+    errors = result.errors
+    if only and any(name in errors for name in only):
+        errors = {name: stats for name, stats in errors.items() if name in only}
     parts = [profile_from_histogram(label, stats.profile_hist or stats.log2_rel_hist)
-             for stats in result.errors.values() if stats.count]
+             for stats in errors.values() if stats.count]
     return merge_profiles(label, parts) if parts else None
 
 
@@ -80,11 +85,12 @@ def at_risk(task: TaskConfig, reference: BackendResult,
 
 
 def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[BackendResult],
-                 profiles: dict[str, BackendResult]
+                 profiles: dict[str, BackendResult], probes: tuple[str, ...] = ()
                  ) -> tuple[list[AtRisk], dict[str, tuple[Fingerprint, dict[str, Any] | None]]]:
     """The at-risk counts per precision, and for every candidate that ran: its fingerprint and
-    how many of its flips were predicted at risk (by spec)."""
-    yardsticks = {name: error_profile(precision_of(name), result)
+    how many of its flips were predicted at risk (by spec). With `probes` (the inputs of final
+    activations, run as extra outputs), the profiles are read there."""
+    yardsticks = {name: error_profile(precision_of(name), result, probes)
                   for name, result in profiles.items() if result.ok}
     usable = {name: p for name, p in yardsticks.items() if p is not None}
     risks = at_risk(task, reference, profiles)
@@ -96,7 +102,7 @@ def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[Ba
         evidence = None
         if candidate.roundtrip is not None and reference.roundtrip is not None:
             evidence = compare_roundtrip(candidate.roundtrip, reference.roundtrip)
-        own = error_profile(candidate.spec, candidate)
+        own = error_profile(candidate.spec, candidate, probes)
         if own is None or not usable:
             continue
         nearest: dict[str, str] = {}  # precision -> the name of its nearest yardstick

@@ -235,17 +235,18 @@ def compare_with_measurement(finding: Finding, verdict: str | None, predicted: b
                              confidence: float | None = None) -> Finding:
     """The finding with what the fingerprint's verdict says about the rule (the measurement
     wins, when it is clear); a new Finding, `finding` is left as it was. Unchanged without a
-    verdict. A verdict of "unknown", or one below `WEAK_CONFIDENCE` that would disagree with
-    the rule, overrules nothing: a weak measurement is not evidence against a documented
-    default."""
+    verdict. A verdict of "unknown" or "inconclusive", or one below `WEAK_CONFIDENCE` that
+    would disagree with the rule, overrules nothing: a weak measurement is not evidence against
+    a documented default."""
     if predicted:
         return dataclasses.replace(finding, agreement=PREDICTED)
     if verdict is None:
         return finding
     expected = finding.rule.precision
-    agrees = verdict == expected or (expected == "reduced" and verdict not in ("fp32", "unknown"))
+    unclear = verdict in ("unknown", "inconclusive")
+    agrees = verdict == expected or (expected == "reduced" and verdict != "fp32" and not unclear)
     weak = confidence is not None and confidence < WEAK_CONFIDENCE
-    if verdict == "unknown" or (weak and not agrees):
+    if unclear or (weak and not agrees):
         return dataclasses.replace(finding, measured=verdict, agreement=UNCONFIRMED)
     if verdict == expected or (expected == "reduced" and verdict != "fp32"):
         agreement = AGREES

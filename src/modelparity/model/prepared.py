@@ -27,6 +27,9 @@ class PreparedModel:
     source: str  # what the user gave: a path or module:factory
     torch_source: TorchSource | None = None
     exporter: str | None = None  # how the ONNX file was made, when we made it
+    # Outputs added to see the precision before a final activation that hides it: the
+    # activation's input tensor -> the output it feeds (`modelparity.model.probe`).
+    probes: tuple[tuple[str, str], ...] = ()
 
 
 ACCEPTED_FORMS = (

@@ -153,9 +153,10 @@ class ErrorStats:
     exact_fraction: float
     log2_rel_hist: Log2Histogram
     # The same histogram over the elements whose reference magnitude is at least
-    # PROFILE_MAGNITUDE_FLOOR: the error profile the fingerprint matches. Near zero a relative
-    # error measures how a runtime approximates exp/sigmoid tails and flushes tiny values, not
-    # the precision it computes in, and those few elements can dominate a small sample.
+    # PROFILE_MAGNITUDE_FLOOR, less those exactly +-1 in both runs (saturated): the error
+    # profile the fingerprint matches. Near zero a relative error measures how a runtime
+    # approximates exp/sigmoid tails and flushes tiny values, not the precision it computes
+    # in, and those few elements can dominate a small sample.
     profile_hist: Log2Histogram | None = None
 
     def to_dict(self) -> dict:
@@ -306,7 +307,11 @@ class ErrorAccumulator:
             self._norm_r += float(np.einsum("i,i->", r64, r64))
             self._norm_c += float(np.einsum("i,i->", c64, c64))
             self._hist.add(rel)
-            self._profile_hist.add(rel[abs_r >= PROFILE_MAGNITUDE_FLOOR])
+            # Saturated in both runs (a sigmoid's or softmax's exact 1.0) says nothing about
+            # the precision: every format holds 1 exactly. A map that is mostly 0 and 1 would
+            # otherwise read as FP32 noise whatever ran before its last activation.
+            saturated = (diff == 0) & (abs_r == 1.0)
+            self._profile_hist.add(rel[(abs_r >= PROFILE_MAGNITUDE_FLOOR) & ~saturated])
 
     def merge(self, other: ErrorAccumulator) -> None:
         """Add another accumulator of the same dtype (e.g. one per shard)."""

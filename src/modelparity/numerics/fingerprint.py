@@ -59,9 +59,12 @@ formats' rounding scales are ~3 octaves apart (FP16 2**-11, BF16 2**-8), so a ca
 octaves from all is something else (a broken kernel, an un-emulated mixed precision)."""
 
 WEAK_CONFIDENCE = 0.3
-"""Below this confidence the verdict is reported as a weak match (the two nearest profiles are
-within a factor 0.7 of each other in distance, e.g. FP16 vs TF32 on a model whose values stay in
-FP16's range); the nearest is still named, since it is still the best guess."""
+"""Below this confidence the verdict is "inconclusive" (the two nearest profiles are within a
+factor 0.7 of each other in distance, e.g. FP16 vs TF32 on a model whose values stay in FP16's
+range, or errors shrunk by a saturating last activation): naming the nearest would be a guess,
+and a wrong verdict is worse than none. The evidence still names both."""
+
+INCONCLUSIVE = "inconclusive"
 
 _NAMES = {"fp32": "fp32 noise"}
 
@@ -294,8 +297,8 @@ def fingerprint(
         profile's, over `UNKNOWN_DISTANCE`), so at most 0.5.
     (b) Significant round-trip evidence wins over the profile: the outputs literally are numbers
         of that format. The evidence text gives both.
-    (c) Otherwise the nearest profile; confidence = 1 - d1/d2 (nearest vs runner-up distance),
-        a "weak match" below `WEAK_CONFIDENCE`, "unknown" when every profile is farther than
+    (c) Otherwise the nearest profile; confidence = 1 - d1/d2 (nearest vs runner-up distance);
+        "inconclusive" below `WEAK_CONFIDENCE`, "unknown" when every profile is farther than
         `UNKNOWN_DISTANCE` octaves.
     Empty profiles (count 0) are skipped; an empty candidate gives "unknown" unless (b) applies.
     """
@@ -364,9 +367,10 @@ def fingerprint(
         rest = _listing(distances, nearest)
         if confidence < WEAK_CONFIDENCE and d2 is not None:
             runner = _name(ranked[1][0])
+            verdict = INCONCLUSIVE
             text = (
-                f"weak match: nearest is {_name(nearest)} ({d1:.2g} octaves) but {runner} is "
-                f"almost as near ({d2:.2g}); {rest}"
+                f"inconclusive: {_name(nearest)} ({d1:.2g} octaves) and {runner} ({d2:.2g}) "
+                f"are about as near; {rest}"
             )
         else:
             text = f"matches {_name(nearest)}: distance {d1:.2g} octaves; {rest}"
