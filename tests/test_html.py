@@ -112,11 +112,12 @@ def test_binary_report_has_every_section_and_chart(binary_audit, binary_report):
     parsed = _parse(document)
     assert parsed.headings == list(SECTIONS)
     kinds = [chart["attrs"]["data-chart"] for chart in parsed.charts]
-    # per candidate: fingerprint distances, one error histogram (one output), one score
-    # scatter; then one latency chart for all
-    assert sorted(kinds) == sorted(["distances"] * 2 + ["histogram"] * 2 + ["scatter"] * 2
+    # per candidate: fingerprint distances, two error histograms (the output, and the logits
+    # before its Sigmoid, probed), one score scatter; then one latency chart for all
+    assert sorted(kinds) == sorted(["distances"] * 2 + ["histogram"] * 4 + ["scatter"] * 2
                                    + ["latency"])
-    assert document.count("<svg") == 7
+    assert document.count("<svg") == 9
+    assert "the input of the final activation of" in document
     for chart in parsed.charts:
         assert float(chart["attrs"]["width"]) > 0 and float(chart["attrs"]["height"]) > 0
         assert chart["marks"] > 0
@@ -238,7 +239,7 @@ def test_report_renders_in_chromium(binary_report, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert _console_errors(run.stderr) == []
     dom = _parse(run.stdout)
-    assert len(dom.charts) == 7
+    assert len(dom.charts) == 9
     assert all(chart["marks"] > 0 for chart in dom.charts)
     assert dom.headings == list(SECTIONS)
 
@@ -251,7 +252,7 @@ def test_report_renders_in_chromium(binary_report, tmp_path):
     assert _console_errors(run.stderr) == []
     assert 'data-probed="yes"' in run.stdout
     charts = _parse(run.stdout).charts
-    assert len(charts) == 7
+    assert len(charts) == 9
     for chart in charts:
         attrs = chart["attrs"]
         assert float(attrs["data-rendered-width"]) > 100, attrs

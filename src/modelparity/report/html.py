@@ -803,8 +803,11 @@ def _histograms(result: AuditResult) -> str:
             profiles = {label: p.errors[name].log2_rel_hist for label, p in result.profiles.items()
                         if p.ok and name in p.errors and " " not in label}
             chart = error_histogram_svg(name, stats.log2_rel_hist, profiles, backend.spec)
+            feeds = (result.model.get("probes") or {}).get(name)
+            what = (f"{_e(name)}, the input of the final activation of '{_e(feeds)}' (where "
+                    "the fingerprint reads the precision)" if feeds else f"output {_e(name)}")
             if chart:
-                charts.append(f"<h3>{_e(backend.spec)}: output {_e(name)}</h3>{chart}")
+                charts.append(f"<h3>{_e(backend.spec)}: {what}</h3>{chart}")
     if not charts:
         return ""
     intro = ('<p class="note">Bars: this backend\'s relative errors against the reference. '
