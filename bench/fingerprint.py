@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
     verdicts = [*LABELS, "inconclusive", "unknown"]
     print("\nconfusion matrix (rows: true precision, columns: verdict)")
-    print("        " + "".join(f"{v:>9}" for v in verdicts))
+    print("        " + "".join(f"{v:>13}" for v in verdicts))
     for truth in LABELS:
-        print(f"  {truth:<6}" + "".join(f"{confusion[truth, v]:>9}" for v in verdicts))
+        print(f"  {truth:<6}" + "".join(f"{confusion[truth, v]:>13}" for v in verdicts))
     total = sum(confusion.values())
     unsure = sum(n for (t, v), n in confusion.items() if v in ("inconclusive", "unknown"))
     conclusive = total - unsure
