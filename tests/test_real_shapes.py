@@ -476,3 +476,18 @@ def test_a_map_saturated_on_most_pixels_is_not_called_fp32_when_its_layers_ran_i
     assert stats.max_abs > 1e-4  # BF16 logits: far above FP32 noise on the unsaturated pixels
     assert candidate.fingerprint.verdict == "bf16", candidate.fingerprint.evidence
     assert result.model["probes"] == {"z": "prob"}  # read before the Sigmoid
+
+
+def test_resume_never_mixes_runs_with_and_without_the_probes(workdir):
+    """The probes add an output: a run without the fingerprint (no probes) resumed with it
+    must run the reference again, not compare candidates with a spool that lacks them."""
+    model = map_onnx(workdir / "det.onnx")
+    feed = feed_module(workdir, "det_feed_probes", IMAGE_FEED)
+    kwargs = dict(task="binary", per_item=True, warmup=0, out=str(workdir / "out"))
+    modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], feed, fingerprint=False,
+                      **kwargs)
+    again = modelparity.audit(model, ["ort:cpu?intra_op_num_threads=1"], feed, resume=True,
+                              **kwargs)
+    assert again.ok, again.candidates[0].error
+    assert not again.reference.resumed
+    assert again.model["probes"] == {"z": "prob"} and "z" in again.candidates[0].errors

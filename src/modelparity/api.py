@@ -132,8 +132,9 @@ def audit(
             raise InputError(f"{label_name}: expected {source.num_samples} labels (one per "
                              f"sample), got {len(label_values)}")
         head = make_head(config)
-        key = _run_key(prepared, source, batch_size, config, plan.reference.key, layout)
         running, layout = _probed(prepared, plan, layout, workdir)
+        key = _run_key(prepared, source, batch_size, config, plan.reference.key, layout,
+                       running.probes)
         context = Context(running, source, FirstSamples(source, profile_samples), head,
                           config.output or "", workdir, key, progress or NoProgress(), layout)
         execution = execute(plan, context, resume=resume)
@@ -161,7 +162,7 @@ def _as_task(task: str | TaskConfig, signature: Signature, layout: Layout) -> Ta
         raise InputError(f"--output {config.output}: not a model output "
                          f"(outputs: {', '.join(outputs)})")
     axis, batch = config.class_axis, layout.axis(str(config.output))
-    rank = len(next(o for o in signature.outputs if o.name == config.output).shape)
+    rank = len(signature.output(str(config.output)).shape)
     if axis is not None and rank:
         if not -rank <= axis < rank or axis % rank == batch:
             raise InputError(f"--class-axis {axis}: output '{config.output}' has rank {rank} "
@@ -187,16 +188,16 @@ def _probed(prepared: PreparedModel, plan: Plan, layout: Layout, workdir: str
 
 def _per_element(config: TaskConfig, signature: Signature) -> bool:
     """Outputs of rank > 2 are decided per element (regression, maps, sequences)."""
-    info = next(o for o in signature.outputs if o.name == config.output)
-    return len(info.shape) > 2 and config.kind != "custom"
+    return len(signature.output(str(config.output)).shape) > 2 and config.kind != "custom"
 
 
 def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
-             reference: str, layout: Layout) -> str:
-    """Identifies a run's settings, so --resume never mixes results of different settings."""
+             reference: str, layout: Layout, probes: tuple[tuple[str, str], ...]) -> str:
+    """Identifies a run's settings, so --resume never mixes results of different settings (nor
+    outputs with and without the probes)."""
     stat = os.stat(model.onnx_path)
     parts = [model.source, str(stat.st_size), str(int(stat.st_mtime)), repr(source),
-             str(batch_size), repr(task), reference, repr(layout), __version__]
+             str(batch_size), repr(task), reference, repr(layout), repr(probes), __version__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -35,6 +35,12 @@ class Signature:
                 return info
         raise KeyError(name)
 
+    def output(self, name: str) -> TensorInfo:
+        for info in self.outputs:
+            if info.name == name:
+                return info
+        raise KeyError(name)
+
     @property
     def input_names(self) -> list[str]:
         return [i.name for i in self.inputs]
