@@ -49,9 +49,6 @@ class ElementFlips:
     def __len__(self) -> int:
         return int(self.flipped.shape[0])
 
-    def head(self, n: int) -> ElementFlips:
-        return ElementFlips(*(getattr(self, f)[:n] for f in _FIELDS))
-
     def arrays(self) -> dict[str, np.ndarray]:
         return {f: getattr(self, f) for f in _FIELDS}
 

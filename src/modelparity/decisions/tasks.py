@@ -120,8 +120,6 @@ class DecisionHead:
     sample) and, where an output of rank > 2 is decided per element, `elements`; `flipped`
     compares per-sample decisions, `element_flipped` per-element ones."""
 
-    num_classes: int | None = None
-
     def __init__(self, task: TaskConfig) -> None:
         self.task = task
 
@@ -355,21 +353,12 @@ class MultilabelHead(DecisionHead):
             raise InputError(
                 f"multilabel task: expected 1 or {num} thresholds (one per class), got {t.size}"
             )
-        raw = out.astype(np.float64)
-        if self.task.logits:
-            decision = raw > _logit(t)
-            scores = _sigmoid(raw)
-        else:
-            decision = raw > t
-            scores = raw
+        decision, scores, dist = _threshold(out.astype(np.float64), t, self.task.logits)
         if n == 0 or num == 0:
-            return Decided(decision.astype(np.int64), _nan(n), _nan(n), num_classes=num)
-        dist = np.abs(scores - t)
-        nearest = np.argmin(dist, axis=1)
+            return Decided(decision, _nan(n), _nan(n), num_classes=num)
+        closest = np.argmin(dist, axis=1)
         rows = np.arange(n)
-        return Decided(
-            decision.astype(np.int64), scores[rows, nearest], dist[rows, nearest], num_classes=num
-        )
+        return Decided(decision, scores[rows, closest], dist[rows, closest], num_classes=num)
 
 
 class RegressionHead(DecisionHead):

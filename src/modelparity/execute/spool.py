@@ -120,25 +120,20 @@ class SpoolReader:
         ValueError when those rows span blocks of different per-sample shapes."""
         if rows > self.remaining:
             return None
-        pieces: list[tuple[int, list[list[int]]]] = []
-        left = rows
-        while left > 0:
-            size, shapes = self.spool.chunks[self._chunk]
-            take = min(left, size - self._used)
-            pieces.append((take, shapes))
-            left -= take
-            self._used += take
-            if self._used == size:
-                self._chunk += 1
-                self._used = 0
-        if len({json.dumps(shapes) for _, shapes in pieces}) > 1:
+        chunks = self.spool.chunks
+        size, shapes = chunks[min(self._chunk, len(chunks) - 1)] if chunks else (0, [])
+        if self._used + rows > size:
+            # next chunk: consecutive chunks always differ in shape (written ones merge)
             raise ValueError(f"the reference's {rows} rows here have different shapes")
+        self._used += rows
         self.remaining -= rows
-        shapes = pieces[0][1] if pieces else [[0]] * len(self.spool.names)
+        if self._used == size and rows:
+            self._chunk += 1
+            self._used = 0
         out = {}
         for index, name in enumerate(self.spool.names):
             dtype = np.dtype(self.spool.dtypes[index])
-            shape = (rows, *shapes[index]) if pieces else (0,)
+            shape = (rows, *shapes[index]) if shapes else (rows,)
             count = int(np.prod(shape))
             out[name] = np.fromfile(self._handles[index], dtype=dtype, count=count).reshape(shape)
         return out
