@@ -25,7 +25,7 @@ from modelparity.execute.protocol import Block
 from modelparity.execute.runner import BackendFailed, BackendWorker
 from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import InputSource
-from modelparity.inputs.layout import Layout
+from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.model import PreparedModel
 from modelparity.numerics import ErrorAccumulator
 from modelparity.numerics.roundtrip import RoundTripAccumulator
@@ -59,7 +59,7 @@ class Context:
     workdir: str
     key: str  # the run's identity, so --resume never mixes settings
     progress: Progress
-    layout: Layout | None = None  # batch axes, per-item calls, carried state
+    layout: Layout = DEFAULT_LAYOUT  # batch axes, per-item calls, carried state
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from modelparity.execute.protocol import (
     StageMarker,
 )
 from modelparity.inputs import InputSource
-from modelparity.inputs.layout import Layout
+from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.model import PreparedModel
 from modelparity.numerics.latency import Latency
 from modelparity.spec import BackendSpec
@@ -46,7 +46,7 @@ class Job:
     prediction: Prediction | None = None  # the runtime cannot execute here: a stand-in runs
     stage_path: str | None = None  # where the worker marks the batch it is in (StageMarker)
     runtime: Runtime | None = None  # the spec's runtime declaration
-    layout: Layout | None = None  # batch axes, per-item calls, carried state
+    layout: Layout = DEFAULT_LAYOUT  # batch axes, per-item calls, carried state
     teacher: tuple[str, str] | None = None  # (spool folder, run key): feed the reference's state
 
 
@@ -76,7 +76,7 @@ class BackendWorker:
 
     def __init__(self, spec: BackendSpec, model: PreparedModel, source: InputSource,
                  batch_size: int, *, timeout: float, warmup: int, log_path: str | None = None,
-                 prediction: Prediction | None = None, layout: Layout | None = None,
+                 prediction: Prediction | None = None, layout: Layout = DEFAULT_LAYOUT,
                  teacher: tuple[str, str] | None = None) -> None:
         self.spec = spec
         self.stage_path = StageMarker.create(log_path + ".stage") if log_path else None

@@ -101,7 +101,7 @@ def run_job(job: Job, conn: Connection) -> None:
         backend = create_backend(job.spec, job.prediction, job.runtime)
         backend.activate(job.model)
         where = job.source.describe()
-        layout = job.layout or Layout()
+        layout = job.layout
         signature = layout.canonical(job.model.signature)  # the sources' batches: samples first
         stage = "warm-up"
         # Warm up while loading, before Ready: untimed work overlaps other workers' loading.

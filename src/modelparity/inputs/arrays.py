@@ -28,7 +28,7 @@ from modelparity.inputs.base import (
     rebatch,
     takes_text,
 )
-from modelparity.inputs.layout import Layout
+from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.model.signature import Signature
 
 # What a corrupt or truncated file can raise while we read it.
@@ -160,16 +160,16 @@ def read_npy_file_header(path: str, where: str) -> NpyHeader:
 
 
 def check_headers(headers: dict[str, NpyHeader], signature: Signature, where: str,
-                  layout: Layout | None = None) -> int:
+                  layout: Layout = DEFAULT_LAYOUT) -> int:
     """Names, lengths, ranks, fixed dims and dtypes, before any data is read. Returns rows
     (samples, along each array's batch axis)."""
     if not headers:
         raise InputError(f"{where}: holds no arrays ({takes_text(signature)})")
-    check_names(headers, signature, where, layout.carried_inputs if layout else frozenset())
+    check_names(headers, signature, where, layout.carried_inputs)
     first = None
     for name, header in headers.items():
         shape = list(header.shape)
-        axis = layout.axis(name) if layout is not None else 0
+        axis = layout.axis(name)
         if axis and len(shape) == len(signature.input(name).shape):
             shape.insert(0, shape.pop(axis))
         check_meta(name, header.dtype, tuple(shape), signature.input(name), where)
@@ -200,7 +200,7 @@ WHOLE = 1 << 62  # rows per chunk that read an array whole
 
 def npy_chunks(
     path: str, name: str, signature: Signature, where: str, rows: int,
-    layout: Layout | None = None,
+    layout: Layout = DEFAULT_LAYOUT,
 ) -> Iterator[Batch]:
     with _open_file(path, where) as f:
         header = read_npy_header(f, where)
@@ -209,7 +209,7 @@ def npy_chunks(
 
 
 def npz_chunks(path: str, signature: Signature, where: str, rows: int,
-               layout: Layout | None = None) -> Iterator[Batch]:
+               layout: Layout = DEFAULT_LAYOUT) -> Iterator[Batch]:
     """Chunks of `rows` rows along each file's axis 0; a layout that puts some batch on
     another axis reads every array whole (rows=WHOLE)."""
     with _open_zip(path, where) as zf:
@@ -227,8 +227,7 @@ def npz_chunks(path: str, signature: Signature, where: str, rows: int,
                 streams[name] = f
                 header = read_npy_header(f, f"{where}[{name}]")
                 iters[name] = iter_npy_rows(f, header, rows, f"{where}[{name}]")
-            check_names(iters, signature, where,
-                        layout.carried_inputs if layout else frozenset())
+            check_names(iters, signature, where, layout.carried_inputs)
             while True:
                 chunk = {name: next(it, None) for name, it in iters.items()}
                 if any(v is None for v in chunk.values()):
@@ -252,10 +251,10 @@ class NpySource:
     input_name: str
     signature: Signature
     num_samples: int | None
-    layout: Layout | None = None
+    layout: Layout = DEFAULT_LAYOUT
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        rows = WHOLE if self.layout is not None and self.layout.moves else batch_size
+        rows = WHOLE if self.layout.moves else batch_size
         return rebatch(
             npy_chunks(self.path, self.input_name, self.signature, self.name, rows, self.layout),
             batch_size,
@@ -274,10 +273,10 @@ class NpzSource:
     name: str
     signature: Signature
     num_samples: int | None
-    layout: Layout | None = None
+    layout: Layout = DEFAULT_LAYOUT
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        rows = WHOLE if self.layout is not None and self.layout.moves else batch_size
+        rows = WHOLE if self.layout.moves else batch_size
         return rebatch(npz_chunks(self.path, self.signature, self.name, rows, self.layout),
                        batch_size, self.name)
 
@@ -295,10 +294,10 @@ class DirectorySource:
     shards: tuple[str, ...]  # file names inside `path`, in reading order
     signature: Signature
     num_samples: int | None
-    layout: Layout | None = None
+    layout: Layout = DEFAULT_LAYOUT
 
     def _chunks(self, rows: int) -> Iterator[Batch]:
-        if self.layout is not None and self.layout.moves:
+        if self.layout.moves:
             rows = WHOLE
         for shard in self.shards:
             full = os.path.join(self.path, shard)
@@ -321,7 +320,7 @@ class DirectorySource:
 
 
 def open_npy(path: str, where: str, signature: Signature,
-             layout: Layout | None = None) -> NpySource:
+             layout: Layout = DEFAULT_LAYOUT) -> NpySource:
     name = npy_input_name(signature, where)
     header = read_npy_file_header(path, where)
     rows = check_headers({name: header}, signature, where, layout)
@@ -329,13 +328,13 @@ def open_npy(path: str, where: str, signature: Signature,
 
 
 def open_npz(path: str, where: str, signature: Signature,
-             layout: Layout | None = None) -> NpzSource:
+             layout: Layout = DEFAULT_LAYOUT) -> NpzSource:
     rows = check_headers(read_npz_headers(path, where), signature, where, layout)
     return NpzSource(os.path.abspath(path), where, signature, rows, layout)
 
 
 def open_directory(path: str, where: str, signature: Signature,
-                   layout: Layout | None = None) -> DirectorySource:
+                   layout: Layout = DEFAULT_LAYOUT) -> DirectorySource:
     try:
         entries = sorted(os.listdir(path))
     except OSError as exc:

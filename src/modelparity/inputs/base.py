@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from modelparity.errors import InputError
-from modelparity.inputs.layout import Layout
+from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.model.signature import Signature, TensorInfo
 
 Batch = dict[str, np.ndarray]
@@ -117,7 +117,7 @@ def check_meta(
 
 
 def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str,
-                  layout: Layout | None = None) -> Batch:
+                  layout: Layout = DEFAULT_LAYOUT) -> Batch:
     """Check a batch against the model's inputs and cast it to the model's dtypes.
 
     `signature` is canonical (samples on axis 0). With `layout`, the batch is in the model's
@@ -130,8 +130,7 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
     """
     if not isinstance(batch, dict):
         raise InputError(f"{where}: expected a dict of arrays, got {type(batch).__name__}")
-    optional = layout.carried_inputs if layout is not None else frozenset()
-    check_names(batch.keys(), signature, where, optional)
+    check_names(batch.keys(), signature, where, layout.carried_inputs)
     out: Batch = {}
     rows: tuple[str, int] | None = None
     for info in signature.inputs:
@@ -151,7 +150,7 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
             raise InputError(
                 f"{where}: input '{info.name}' is a scalar, expected a batch ({input_text(info)})"
             )
-        axis = layout.axis(info.name) if layout is not None else 0
+        axis = layout.axis(info.name)
         if axis:
             if arr.ndim != len(info.shape):
                 raise InputError(f"{where}: input '{info.name}' has rank {arr.ndim}, expected "
@@ -183,9 +182,6 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
 def rows_of(chunk: Batch) -> int:
     """Samples in a batch (scalar inputs, the same for every sample, do not count)."""
     return next((v.shape[0] for v in chunk.values() if np.ndim(v)), 0)
-
-
-_rows = rows_of
 
 
 def _head(chunk: Batch, rows: int) -> Batch:
@@ -233,7 +229,7 @@ def rebatch(chunks: Iterable[Batch], batch_size: int, where: str) -> Iterator[Ba
                 f"{where}: chunks disagree on input names ({', '.join(sorted(keys))} vs "
                 f"{', '.join(sorted(chunk))})"
             )
-        n = _rows(chunk)
+        n = rows_of(chunk)
         if n == 0:
             continue
         pending.append(chunk)
@@ -247,11 +243,11 @@ def rebatch(chunks: Iterable[Batch], batch_size: int, where: str) -> Iterator[Ba
         yield _concat(pending, where)
 
 
-def calls(source: InputSource, batch_size: int, layout: Layout | None = None
+def calls(source: InputSource, batch_size: int, layout: Layout = DEFAULT_LAYOUT
           ) -> Iterator[Batch]:
     """What each inference call is fed, samples first: batches of `batch_size`, or with a
     per-item layout each item of the source as it came."""
-    if layout is not None and layout.per_item:
+    if layout.per_item:
         items = getattr(source, "items", None)
         if items is None:
             raise InputError(f"{source.describe()}: cannot be read item by item (--per-item, "
@@ -262,7 +258,7 @@ def calls(source: InputSource, batch_size: int, layout: Layout | None = None
 
 
 def check_inputs(source: InputSource, signature: Signature, batch_size: int,
-                 layout: Layout | None = None) -> None:
+                 layout: Layout = DEFAULT_LAYOUT) -> None:
     """Fail early, in the parent, on data that does not fit the model: read one batch (one
     item, per item). With carried state, the first item must start a sequence: give it."""
     gen = calls(source, batch_size, layout)
@@ -272,9 +268,9 @@ def check_inputs(source: InputSource, signature: Signature, batch_size: int,
         close = getattr(gen, "close", None)
         if close is not None:
             close()
-    if first is None or _rows(first) == 0:
+    if first is None or rows_of(first) == 0:
         raise InputError(f"{source.describe()}: no samples (expected at least one)")
-    for output, name in layout.carry if layout is not None else ():
+    for output, name in layout.carry:
         if name not in first:
             raise InputError(f"{source.describe()}: the first item must give '{name}' (the "
                              f"state that starts a sequence; later items may leave it out to "
@@ -303,7 +299,7 @@ class FirstSamples:
         for batch in self.source.batches(batch_size):
             if left <= 0:
                 return
-            rows = _rows(batch)
+            rows = rows_of(batch)
             yield batch if rows <= left else _head(batch, left)
             left -= rows
 
@@ -314,4 +310,4 @@ class FirstSamples:
             if left <= 0:
                 return
             yield item
-            left -= _rows(item)
+            left -= rows_of(item)

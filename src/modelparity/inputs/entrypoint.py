@@ -18,7 +18,7 @@ from typing import Any
 from modelparity.entrypoints import load_entry_point
 from modelparity.errors import InputError
 from modelparity.inputs.base import Batch, conform_batch, one_line, rebatch
-from modelparity.inputs.layout import Layout
+from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.model.signature import Signature
 
 
@@ -32,7 +32,7 @@ class EntryPointSource:
     spec: str  # "module:function"
     directory: str  # added to sys.path (the working directory at open time)
     signature: Signature
-    layout: Layout | None = None  # items in the model's own layout, moved to samples-first
+    layout: Layout = DEFAULT_LAYOUT  # items in the model's own layout, moved to samples-first
 
     @property
     def num_samples(self) -> int | None:
@@ -79,7 +79,7 @@ class EntryPointSource:
 
 
 def open_entry_point(spec: str, signature: Signature,
-                     layout: Layout | None = None) -> EntryPointSource:
+                     layout: Layout = DEFAULT_LAYOUT) -> EntryPointSource:
     """Check the module can be found now; it is imported (and run) only when read."""
     directory = os.getcwd()
     if directory not in sys.path:

@@ -67,12 +67,16 @@ class Layout:
         if self.axes:
             out["batch_axes"] = dict(self.axes)
         if self.carry:
-            out["carry"] = {o: i for o, i in self.carry}
+            out["carry"] = dict(self.carry)
         if self.per_item:
             out["per_item"] = True
         if self.fixed_batch is not None:
             out["fixed_batch"] = self.fixed_batch
         return out
+
+
+DEFAULT_LAYOUT = Layout()
+"""Every batch on axis 0, batches re-sliced to the batch size, nothing carried."""
 
 
 def _move(value: np.ndarray, source: int, target: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from modelparity.errors import InputError
 from modelparity.inputs.arrays import open_directory, open_npy, open_npz
 from modelparity.inputs.base import InputSource
 from modelparity.inputs.entrypoint import open_entry_point
-from modelparity.inputs.layout import Layout
+from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.inputs.synthetic import open_synthetic
 from modelparity.inputs.tabular import open_csv, open_parquet
 from modelparity.model.signature import Signature
@@ -29,7 +29,7 @@ def open_inputs(
     seed: int = 0,
     value_range: tuple[float, float] = (-1.0, 1.0),
     exclude_columns: tuple[str, ...] = (),
-    layout: Layout | None = None,
+    layout: Layout = DEFAULT_LAYOUT,
 ) -> InputSource:
     """Pick the source for `data` (None: synthetic) and check what can be checked cheaply.
 
@@ -67,7 +67,7 @@ def open_inputs(
         return open_npz(text, text, signature, layout)
     if ext == ".npy":
         return open_npy(text, text, signature, layout)
-    if layout is not None and layout.moves:
+    if layout.moves:
         raise InputError(f"{text}: a table has one row per sample; --batch-axis applies to "
                          f".npz/.npy data and module:function feeds")
     if ext == ".csv":
