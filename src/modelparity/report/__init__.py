@@ -22,6 +22,14 @@ def flips_count(flips: Flips) -> str:
     return text
 
 
+def flipped_text(flips: Flips, decisions: str = "decision(s)") -> str:
+    """A flips table's heading: `3 flipped decision(s)`, or per element `3 / 40 samples (...)
+    flipped`."""
+    if flips.per_element:
+        return f"{flips_count(flips)} flipped"
+    return f"{flips.count} flipped {decisions}"
+
+
 def element_cells(flips: Flips, record: dict) -> list[str]:
     """The per-element columns of a listed flip (none for per-sample decisions): where in the
     sample the flip closest to the boundary is, and how many of its elements flipped."""

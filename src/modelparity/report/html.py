@@ -37,6 +37,7 @@ from modelparity.report import (
     drift_rows,
     element_cells,
     fix_rows,
+    flipped_text,
     flips_count,
     predicted_note,
     profile_samples,
@@ -939,9 +940,7 @@ def _flips(result: AuditResult) -> str:
                  result_change_text(result, r, "\u2192", MAX_DECISION_CLASSES),
                  *element_cells(flips, r)] for r in records]
         shown = "" if flips.count <= len(records) else f" (first {len(records)} shown)"
-        counted = (f"{flips_count(flips)} flipped" if flips.per_element
-                   else f"{flips.count} flipped decision(s)")
-        parts.append(f"<h3>{_e(backend.spec)}: {_e(counted)}, closest to "
+        parts.append(f"<h3>{_e(backend.spec)}: {_e(flipped_text(flips))}, closest to "
                      f"the boundary first{_e(shown)}</h3>")
         extra = list(ELEMENT_COLUMNS) if flips.per_element else []
         parts.append(_table(["sample", "reference score", "candidate score", "margin",

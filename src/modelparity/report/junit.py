@@ -30,8 +30,7 @@ def flip_lines(backend: BackendResult, limit: int,
         return []
     lines = []
     for record in backend.flips.records(limit):
-        change = (result_change_text(result, record) if result is not None
-                  else f"{record['reference_decision']} -> {record['candidate_decision']}")
+        change = result_change_text(result, record)
         where = ""
         if backend.flips.per_element:
             position = ", ".join(str(p) for p in record.get("position") or ())

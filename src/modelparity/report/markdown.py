@@ -15,6 +15,7 @@ from modelparity.report import (
     drift_rows,
     element_cells,
     fix_rows,
+    flipped_text,
     flips_count,
     predicted_note,
 )
@@ -160,10 +161,8 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
         assert backend.flips is not None
         flips = backend.flips
         shown = min(flips.count, FLIPS_PER_BACKEND)
-        counted = (f"{flips_count(flips)} flipped" if flips.per_element
-                   else f"{flips.count} flipped decision(s)")
         extra = "".join(f" {name} |" for name in ELEMENT_COLUMNS) if flips.per_element else ""
-        lines += [f"### {_cell(backend.spec)}: {counted}"
+        lines += [f"### {_cell(backend.spec)}: {flipped_text(flips)}"
                   + (f", the {shown} closest to the boundary" if shown < flips.count
                      else ""), "",
                   "| sample | reference score | candidate score | margin | decision |" + extra,

@@ -54,6 +54,9 @@ def change_text(record: dict[str, Any], names: Sequence[str] | None, kind: str |
 
 def result_change_text(result: Any, record: dict[str, Any], arrow: str = "->",
                        limit: int | None = MAX_LISTED) -> str:
-    """`change_text` with the result's class names and task."""
+    """`change_text` with the result's class names and task; without a result, the saved
+    decisions as they are."""
+    if result is None:
+        return f"{record['reference_decision']} {arrow} {record['candidate_decision']}"
     return change_text(record, result.class_names, (result.task or {}).get("kind"), arrow,
                        limit)

@@ -17,6 +17,7 @@ from modelparity.report import (
     drift_rows,
     element_cells,
     fix_rows,
+    flipped_text,
     flips_count,
     predicted_note,
     profile_samples,
@@ -113,10 +114,8 @@ def flips_table(backend: BackendResult, limit: int,
     flips = backend.flips
     if flips is None or flips.count == 0 or limit <= 0:
         return None
-    if flips.per_element:
-        title = f"{backend.spec}: {flips_count(flips)} flipped, closest to the boundary first"
-    else:
-        title = f"{backend.spec}: {flips.count} flipped decisions, closest to the boundary first"
+    title = (f"{backend.spec}: {flipped_text(flips, 'decisions')}, closest to the boundary "
+             "first")
     # Text, not markup: a spec or a class name with [brackets] prints as it is
     table = Table(title=Text(title), title_justify="left", min_width=len(title))
     columns = ["sample", "reference score", "candidate score", "margin", "decision"]
@@ -125,8 +124,7 @@ def flips_table(backend: BackendResult, limit: int,
     for column in columns:
         table.add_column(column, justify="right")
     for record in flips.records(limit):
-        change = (result_change_text(result, record) if result is not None
-                  else f"{record['reference_decision']} -> {record['candidate_decision']}")
+        change = result_change_text(result, record)
         table.add_row(
             str(record["index"]),
             _number(record["reference_score"], ".7f"),
