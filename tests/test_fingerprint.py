@@ -270,13 +270,16 @@ def test_quantile_and_merge():
 
 
 def test_noise_rule_beats_a_nearer_downcast_profile():
-    """Nearer to a (hypothetical) tf32 profile, but within 2 octaves of measured noise: fp32."""
+    """Nearer to a (hypothetical) tf32 profile, but within 2 octaves of measured noise: never
+    tf32; "inconclusive" while tf32 is that near, fp32 once it is far."""
     profs = {"fp32": synthetic("fp32", -21.0, seed=5), "tf32": synthetic("tf32", -18.5, seed=6)}
     cand = synthetic("c", -19.6, seed=7)
     assert profile_distance(cand, profs["tf32"]) < profile_distance(cand, profs["fp32"])
     fp = fingerprint(cand, profs)
-    assert fp.verdict == "fp32"
-    assert "within FP32 noise" in fp.evidence
+    assert fp.verdict == "inconclusive"  # never tf32; but tf32 is too near to call it fp32
+    assert "within FP32 noise" in fp.evidence and "so is tf32 emulation" in fp.evidence
+    clear = fingerprint(cand, {**profs, "tf32": synthetic("tf32", -11.0, seed=6)})
+    assert clear.verdict == "fp32" and clear.confidence >= WEAK_CONFIDENCE
 
 
 def test_unknown_when_far_from_every_profile():
@@ -345,3 +348,22 @@ def test_fp32_with_a_tail_of_near_zero_outputs_is_not_a_downcast():
     fp = fingerprint(candidate, profs)
     assert fp.verdict == "fp32", fp.evidence
     assert fp.evidence.startswith("at FP32 noise scale: 50.0% of relative errors")
+
+
+def test_the_fp32_band_is_the_widest_of_the_fp32_runs():
+    """Two FP32 implementations of a deep or ill-conditioned model can differ at 2**-10 while
+    the reference's runtime against itself is bit-identical: one yardstick would call the other
+    implementation a downcast. The band is the widest measured FP32 run."""
+    identical = synthetic("fp32", -40.0, seed=1)  # ORT against ORT: bit-identical
+    other_runtime = synthetic("fp32", -10.0, seed=2)  # another FP32 implementation
+    profs = {"fp32": identical, "tf32": synthetic("tf32", 0.0, seed=3),
+             "bf16": synthetic("bf16", -1.0, seed=4)}
+    cand = synthetic("c", -10.2, seed=5)
+    alone = fingerprint(cand, profs, noise=[identical])
+    assert alone.verdict != "fp32"  # what one yardstick says: far from its bit-identical noise
+    banded = fingerprint(cand, profs, noise=[identical, other_runtime])
+    assert banded.verdict == "fp32", banded.evidence
+    assert "over 2 FP32 runs" in banded.evidence
+    # a downcast above the whole band is still seen
+    assert fingerprint(synthetic("d", -1.0, seed=6), profs,
+                       noise=[identical, other_runtime]).verdict == "bf16"

@@ -74,6 +74,24 @@ def test_fixed_variants_and_yardsticks_are_planned_by_canonical_spec():
     assert len({p.key for p in plan.backends}) == len(plan.backends)
 
 
+def test_fp32_noise_has_several_yardsticks_and_none_runs_where_it_cannot():
+    """The FP32 band comes from several FP32 implementations; a candidate that is one serves
+    as it, the batch-size yardstick runs at its own batch size, and `fitted` drops those that
+    cannot run on the model."""
+    plan = make_plan(["openvino:cpu?INFERENCE_PRECISION_HINT=f32"], "ort:cpu")
+    by_label = {p.label: p for p in plan.yardsticks}
+    assert {"fp32", "fp32 batch", "fp32 torch"} <= set(by_label)
+    assert "fp32 openvino" not in by_label  # the candidate is that yardstick
+    assert plan.candidates[0].label == "fp32 openvino"
+    batch = by_label["fp32 batch"]
+    assert batch.batch_size == 1 and batch.key == "ort:cpu [batch 1]" != plan.reference.key
+    assert by_label["fp32"].batch_size is None
+    fitted = plan.fitted({"fp32 torch": "the model is not a PyTorch model"})
+    assert "fp32 torch" not in {p.label for p in fitted.yardsticks}
+    assert len(fitted.yardsticks) == len(plan.yardsticks) - 1
+    assert make_plan(["openvino:cpu"], "ort:cpu", Settings(fingerprint=False)).yardsticks == ()
+
+
 def test_results_load_back_from_report_json(models, data_files, tmp_path):
     entry = data_files["binary"]
     out = tmp_path / "out"

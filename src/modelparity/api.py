@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ import numpy as np
 
 from modelparity import __version__
 from modelparity.analyse import Question, analyse
+from modelparity.backends.registry import get_runtime
 from modelparity.decisions import TaskConfig, make_head
 from modelparity.environment import environment
 from modelparity.errors import InputError
@@ -132,7 +134,8 @@ def audit(
             raise InputError(f"{label_name}: expected {source.num_samples} labels (one per "
                              f"sample), got {len(label_values)}")
         head = make_head(config)
-        running, layout = _probed(prepared, plan, layout, workdir)
+        plan = plan.fitted(_unable_yardsticks(plan, prepared, layout))
+        running, layout, plan = _probed(prepared, plan, layout, workdir)
         key = _run_key(prepared, source, batch_size, config, plan.reference.key, layout,
                        running.probes)
         context = Context(running, source, FirstSamples(source, profile_samples), head,
@@ -172,18 +175,40 @@ def _as_task(task: str | TaskConfig, signature: Signature, layout: Layout) -> Ta
     return config
 
 
+def _unable_yardsticks(plan: Plan, prepared: PreparedModel, layout: Layout) -> dict[str, str]:
+    """The yardsticks that cannot run on this model and machine, {label: why}."""
+    unable = {}
+    for planned in plan.yardsticks:
+        runtime = get_runtime(planned.spec.runtime)
+        if runtime.package and importlib.util.find_spec(runtime.package) is None:
+            unable[str(planned.label)] = f"{runtime.package} is not installed"
+        elif planned.spec.runtime == "torch" and prepared.torch_source is None:
+            unable[str(planned.label)] = "the model is not a PyTorch model"
+        elif planned.batch_size is not None and (layout.per_item
+                                                 or layout.fixed_batch is not None):
+            unable[str(planned.label)] = "the model is fed one batch or item per call"
+    return unable
+
+
 def _probed(prepared: PreparedModel, plan: Plan, layout: Layout, workdir: str
-            ) -> tuple[PreparedModel, Layout]:
+            ) -> tuple[PreparedModel, Layout, Plan]:
     """With the fingerprint on and every backend running the ONNX file, the model every backend
     runs has its final activations' inputs as extra outputs (`model.probe`), each with its
-    output's batch axis: the precision shows there, not in a saturated or softmaxed output."""
+    output's batch axis: the precision shows there, not in a saturated or softmaxed output.
+    A yardstick that cannot read the probes (PyTorch runs its own module) is then left out:
+    the others speak for its precision; every profile must be read at the same tensors."""
+    audited = (plan.reference, *plan.candidates, *plan.teacher_forced)
     if not plan.settings.fingerprint or any(p.spec.runtime not in PROBED_RUNTIMES
-                                            for p in plan.backends):
-        return prepared, layout
+                                            for p in audited):
+        return prepared, layout, plan
     running = probe(prepared, workdir)
+    if running.probes:
+        plan = plan.fitted({str(y.label): "cannot read the probed tensors"
+                            for y in plan.yardsticks if y.spec.runtime not in PROBED_RUNTIMES})
     moved = tuple((hidden, layout.axis(output)) for hidden, output in running.probes
                   if layout.axis(output))
-    return running, dataclasses.replace(layout, axes=layout.axes + moved) if moved else layout
+    return (running, dataclasses.replace(layout, axes=layout.axes + moved) if moved else layout,
+            plan)
 
 
 def _per_element(config: TaskConfig, signature: Signature) -> bool:

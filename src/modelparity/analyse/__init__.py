@@ -115,7 +115,7 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
                  if p.label}
         profiles.update((label, named[label]) for label in PROFILE_BACKENDS if label in named)
         at_risk, prints = fingerprints(question.task, reference, candidates, profiles,
-                                       tuple(hidden for hidden, _ in question.probes))
+                                       question.probes)
         candidates = [dataclasses.replace(c, fingerprint=prints[c.spec][0],
                                           at_risk_flips=prints[c.spec][1])
                       if c.spec in prints else c for c in candidates]

@@ -1,8 +1,9 @@
 """Which precision did each backend really use, and which samples were at risk?
 
 The audit runs the model a few more times on the first samples of the data (the plan's
-yardsticks): emulated in FP16, BF16, TF32 and INT8, and as FP32 noise (the reference's runtime
-with another thread count and graph optimisation level). Their error profiles against the
+yardsticks): emulated in FP16, BF16, TF32 and INT8, and as FP32 noise from other FP32 runs (ONNX
+Runtime with another thread count, optimisation level or batch size; OpenVINO pinned to f32;
+PyTorch for a PyTorch model). Their error profiles against the
 reference are what a candidate's own profile is matched against (`numerics.fingerprint`),
 beside the round-trip evidence from its outputs (`numerics.roundtrip`). Pure functions over
 results: no runtime, and nothing is written into the results they read.
@@ -41,13 +42,16 @@ THRESHOLD_FORMATS = ("fp16", "bf16", "tf32")
 MARGIN_FACTOR = {"binary": 1.0, "multiclass": 2.0, "topk": 2.0}
 
 
-def error_profile(label: str, result: BackendResult, only: tuple[str, ...] = ()
-                  ) -> Profile | None:
-    """One profile over all of a backend's outputs (weighted by their element counts), or over
-    the outputs in `only` where it ran them (the inputs of final activations, probed)."""
+def error_profile(label: str, result: BackendResult,
+                  probes: tuple[tuple[str, str], ...] = ()) -> Profile | None:
+    """One profile over all of a backend's outputs, weighted by their element counts. Where it
+    ran the probes ((input of a final activation, that activation's output) pairs), each probed
+    output is read at its probe instead: a Sigmoid or Softmax squeezes or saturates the error
+    the layers before it made; every other output (boxes, states) still counts."""
     errors = result.errors
-    if only and any(name in errors for name in only):
-        errors = {name: stats for name, stats in errors.items() if name in only}
+    probed = {output for hidden, output in probes if hidden in errors}
+    if probed:
+        errors = {name: stats for name, stats in errors.items() if name not in probed}
     parts = [profile_from_histogram(label, stats.profile_hist or stats.log2_rel_hist)
              for stats in errors.values() if stats.count]
     return merge_profiles(label, parts) if parts else None
@@ -56,6 +60,14 @@ def error_profile(label: str, result: BackendResult, only: tuple[str, ...] = ()
 def precision_of(name: str) -> str:
     """The precision a yardstick stands for: "bf16 layer" -> "bf16"."""
     return name.split()[0]
+
+
+def _stands_for(name: str, result: BackendResult) -> bool:
+    """A yardstick stands for its precision where its runtime does not report another: an
+    OpenVINO pinned to f32 that reports BF16 (a device ignoring the hint) is no FP32 noise."""
+    if precision_of(name) != "fp32":
+        return True
+    return result.precision in (None, "float32")
 
 
 def at_risk(task: TaskConfig, reference: BackendResult,
@@ -85,14 +97,14 @@ def at_risk(task: TaskConfig, reference: BackendResult,
 
 
 def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[BackendResult],
-                 profiles: dict[str, BackendResult], probes: tuple[str, ...] = ()
+                 profiles: dict[str, BackendResult], probes: tuple[tuple[str, str], ...] = ()
                  ) -> tuple[list[AtRisk], dict[str, tuple[Fingerprint, dict[str, Any] | None]]]:
     """The at-risk counts per precision, and for every candidate that ran: its fingerprint and
     how many of its flips were predicted at risk (by spec). With `probes` (the inputs of final
     activations, run as extra outputs), the profiles are read there."""
     yardsticks = {name: error_profile(precision_of(name), result, probes)
-                  for name, result in profiles.items() if result.ok}
-    usable = {name: p for name, p in yardsticks.items() if p is not None}
+                  for name, result in profiles.items() if result.ok and _stands_for(name, result)}
+    measured = {name: p for name, p in yardsticks.items() if p is not None}
     risks = at_risk(task, reference, profiles)
     by_error = {r.precision: r for r in risks if r.method == "error"}
     found: dict[str, tuple[Fingerprint, dict[str, Any] | None]] = {}
@@ -103,6 +115,9 @@ def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[Ba
         if candidate.roundtrip is not None and reference.roundtrip is not None:
             evidence = compare_roundtrip(candidate.roundtrip, reference.roundtrip)
         own = error_profile(candidate.spec, candidate, probes)
+        # a candidate that is an FP32 yardstick is never its own: the band would fit it
+        usable = {name: p for name, p in measured.items()
+                  if not (precision_of(name) == "fp32" and profiles[name].spec == candidate.spec)}
         if own is None or not usable:
             continue
         nearest: dict[str, str] = {}  # precision -> the name of its nearest yardstick
@@ -111,8 +126,9 @@ def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[Ba
             if label not in nearest or (profile_distance(own, profile)
                                         < profile_distance(own, usable[nearest[label]])):
                 nearest[label] = name
+        noise = [p for name, p in usable.items() if precision_of(name) == "fp32"]
         found_print = fingerprint(
-            own, {label: usable[name] for label, name in nearest.items()}, evidence)
+            own, {label: usable[name] for label, name in nearest.items()}, evidence, noise)
         name = nearest.get(found_print.verdict or "")
         at_risk_flips = None
         if name in by_error and candidate.flips is not None and candidate.flips.count:

@@ -9,8 +9,12 @@ misspelt one is refused before anything runs; providers whose options are not li
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -177,6 +181,50 @@ def repro_side(spec: BackendSpec) -> dict[str, Any]:
     return {"provider": provider_name(spec), "provider_options": provider, "session": session}
 
 
+def node_placement(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many graph nodes each execution provider ran, from a session profile's trace events:
+    one `<node>_kernel_time` event per node and run, its provider in `args`. Nodes are counted
+    by name, so a loop body's nodes, run many times, count once each."""
+    nodes: dict[str, set[str]] = {}
+    for event in events:
+        args = event.get("args")
+        name = str(event.get("name", ""))
+        if (event.get("cat") != "Node" or not name.endswith("_kernel_time")
+                or not isinstance(args, Mapping) or not args.get("provider")):
+            continue
+        nodes.setdefault(str(args["provider"]), set()).add(name)
+    return {provider: len(names) for provider, names in sorted(nodes.items())}
+
+
+class _FirstRunProfile:
+    """ONNX Runtime's profile of the session's first run, in a folder of its own: which provider
+    ran each node is the runtime's own testimony of where the model ran. Profiling stops after
+    that run (later runs, the timed ones, are not slowed), and the file goes. It never fails a
+    run: whatever goes wrong, the placement is simply not known."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="modelparity-ort-profile-")
+
+    def enable(self, so: Any) -> None:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(self.folder, "profile")
+
+    def finish(self, session: Any) -> dict[str, int]:
+        try:
+            path = session.end_profiling()
+            with open(path, encoding="utf-8") as handle:
+                trace = json.load(handle)
+            events = trace.get("traceEvents", []) if isinstance(trace, dict) else trace
+            return node_placement(e for e in events if isinstance(e, Mapping))
+        except Exception:  # a profile ORT could not write or we cannot read: no testimony
+            return {}
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class OnnxRuntimeBackend(Backend):
     def __init__(self, spec: BackendSpec, prediction: Prediction | None = None) -> None:
         super().__init__(spec)
@@ -184,6 +232,8 @@ class OnnxRuntimeBackend(Backend):
         self.provider = provider_name(spec)
         self.session_options, self.provider_options = split_options(spec)
         self.session: Any = None
+        self.profile: _FirstRunProfile | None = None
+        self.node_placement: dict[str, int] = {}
         # where the provider cannot execute (Core ML off macOS), the plan predicts its precision
         # from the knowledge base, and an emulation of it stands in
         self.stand_in = StandIn(spec, prediction) if prediction is not None else None
@@ -208,7 +258,17 @@ class OnnxRuntimeBackend(Backend):
                 )
             else:
                 so.add_session_config_entry(key, value)
+        try:
+            self.profile = _FirstRunProfile()
+            self.profile.enable(so)
+        except Exception:  # no temporary folder: run without the testimony
+            self._end_profile()
         return so
+
+    def _end_profile(self) -> None:
+        if self.profile is not None:
+            self.profile.close()
+        self.profile = None
 
     def activate_impl(self, model: PreparedModel) -> None:
         if self.stand_in is not None:
@@ -230,6 +290,7 @@ class OnnxRuntimeBackend(Backend):
                 model.onnx_path, sess_options=self._session_options(), providers=providers
             )
         except Exception as exc:  # ORT raises its own exception types; keep one line
+            self._end_profile()
             message = first_line(exc)
             if "provider option" in message.lower() or "unknown option" in message.lower():
                 raise SpecError(f"{self.spec.text}: {message}") from None
@@ -238,6 +299,7 @@ class OnnxRuntimeBackend(Backend):
             ) from None
         used = self.session.get_providers()
         if used[0] != self.provider:
+            self._end_profile()
             raise BackendUnavailable(
                 f"{self.spec.text}: {self.provider} failed to initialise and ONNX Runtime fell "
                 f"back to {used[0]}"
@@ -248,6 +310,9 @@ class OnnxRuntimeBackend(Backend):
         if self.stand_in is not None:
             return self.stand_in.infer(feed)
         outputs = self.session.run(None, feed)
+        if self.profile is not None:
+            self.node_placement = self.profile.finish(self.session)
+            self.profile = None
         return dict(zip(self.output_names, outputs, strict=True))
 
     def describe_impl(self) -> dict[str, Any]:
@@ -266,6 +331,8 @@ class OnnxRuntimeBackend(Backend):
             info["provider_options"] = self.session.get_provider_options()
             level = self.session_options.get("graph_optimization_level", "all")
             info["graph_optimization_level"] = level
+        if self.node_placement:
+            info["node_placement"] = dict(self.node_placement)
         if self.provider == "CPUExecutionProvider":
             info["precision"] = {
                 "reported": "float32",
@@ -276,6 +343,7 @@ class OnnxRuntimeBackend(Backend):
     def deactivate_impl(self) -> None:
         if self.stand_in is not None:
             self.stand_in.deactivate()
+        self._end_profile()
         self.session = None
 
 

@@ -204,7 +204,8 @@ def _start(planned: Iterable[Planned], context: Context, source: InputSource,
         log = os.path.join(context.workdir, "logs", slug(item.text) + ".log")
         teacher = (os.path.join(context.workdir, "reference"), context.key) \
             if item.teacher_forced else None
-        workers[item.key] = BackendWorker(item.spec, context.model, source, settings.batch_size,
+        workers[item.key] = BackendWorker(item.spec, context.model, source,
+                                          item.batch_size or settings.batch_size,
                                           timeout=settings.timeout, warmup=settings.warmup,
                                           log_path=log, prediction=item.prediction,
                                           layout=context.layout, teacher=teacher)

@@ -17,6 +17,7 @@ that do not overlap at all, which a divergence (KL) is not.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,13 +285,17 @@ def fingerprint(
     candidate: Profile,
     profiles: dict[str, Profile],
     roundtrip: RoundTripEvidence | None = None,
+    noise: Sequence[Profile] = (),
 ) -> Fingerprint:
     """Name the precision whose error profile the candidate's matches, under these rules:
 
     (a) FP32 noise is never a downcast: if the candidate's median or 99.9th percentile error is
-        within `NOISE_MARGIN_OCTAVES` of the noise profile's (key "fp32") or below
-        2**`NOISE_CEILING_LOG2`, the verdict is fp32 whatever profile is nearest. Without a
-        measured noise profile, a bit-identical one stands in for distances (evidence says so).
+        within `NOISE_MARGIN_OCTAVES` of the FP32 band or below 2**`NOISE_CEILING_LOG2`, the
+        verdict is fp32 whatever profile is nearest ("inconclusive" when a downcast's profile
+        is as close, below `WEAK_CONFIDENCE`). The band, at each quantile, is the widest
+        of the measured FP32 runs: `noise` (other FP32 implementations: thread counts, batch
+        sizes, runtimes), else the profile keyed "fp32". Without a measured noise profile, a
+        bit-identical one stands in for distances (evidence says so).
         Confidence: 1 - d_fp32/d_next when fp32 noise is also the nearest profile; when the rule
         overrules a nearer downcast profile the evidence disagrees, and it is half the rule's
         own margin (octaves between the candidate's quantile and the nearest downcast
@@ -317,9 +322,12 @@ def fingerprint(
             )
         return Fingerprint("unknown", 0.0, {}, "no finite values were compared", roundtrip)
 
-    noise_measured = "fp32" in usable
+    band = [p for p in noise if not p.empty] or ([usable["fp32"]] if "fp32" in usable else [])
+    noise_measured = bool(band)
+    if "fp32" not in usable:
+        usable["fp32"] = min(band, key=lambda p: profile_distance(candidate, p)) if band \
+            else _exact_profile(candidate)
     if not noise_measured:
-        usable["fp32"] = _exact_profile(candidate)
         notes.append("no FP32 noise measured: compared with bit-identical outputs")
     distances = dict(
         sorted(((k, profile_distance(candidate, p)) for k, p in usable.items()),
@@ -335,14 +343,17 @@ def fingerprint(
     for q in NOISE_QUANTILES:
         cand_q = candidate.quantile(q)
         limit = NOISE_CEILING_LOG2
+        widest = max((p.quantile(q) for p in band), default=-math.inf)
         if noise_measured:
-            limit = max(limit, usable["fp32"].quantile(q) + NOISE_MARGIN_OCTAVES)
+            limit = max(limit, widest + NOISE_MARGIN_OCTAVES)
         if cand_q <= limit:
             at_noise = True
             fired_q, fired_value = q, cand_q
             scale = f"{q:.1%} of relative errors at or below 2^{cand_q:.1f}"
-            if noise_measured:
-                scale += f" (FP32 noise: 2^{usable['fp32'].quantile(q):.1f})"
+            if len(band) > 1:
+                scale += f" (FP32 noise: up to 2^{widest:.1f} over {len(band)} FP32 runs)"
+            elif noise_measured:
+                scale += f" (FP32 noise: 2^{widest:.1f})"
             break
 
     if at_noise:
@@ -355,6 +366,13 @@ def fingerprint(
         text = f"at FP32 noise scale: {scale}; distances: {_listing(distances)} octaves"
         if nearest != "fp32":
             text += f" (nearest is {_name(nearest)}, but its error is within FP32 noise)"
+        if confidence < WEAK_CONFIDENCE and others:
+            # a downcast's profile is at FP32 noise scale too: never a downcast, but no proof
+            # of FP32 either
+            rival = next(k for k, _ in ranked if k != "fp32")
+            verdict = INCONCLUSIVE
+            text = (f"inconclusive: at FP32 noise scale, and so is {_name(rival)} "
+                    f"({distances[rival]:.2g} octaves away); {text}")
     elif d1 > UNKNOWN_DISTANCE:
         verdict, confidence = "unknown", 0.0
         text = (

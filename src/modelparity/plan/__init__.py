@@ -25,8 +25,17 @@ PROFILE_SAMPLES = 20_000  # an error profile needs a sample of the data, not all
 # precision (after every op; or only where values enter and leave fused compute layers, with
 # what runs before the first layer and after the last in FP32, as OpenVINO does; dynamic, 7-bit
 # or calibrated static INT8), so a precision may have several: the nearest one speaks for it.
+#
+# FP32 noise has several yardsticks because FP32 implementations differ by more than one ulp:
+# other kernels sum in another order, and on a deep or ill-conditioned model that reordering
+# grows to 1e-3 (measured: OpenVINO f32 against ONNX Runtime on a 214-class conv net, where ONNX
+# Runtime against itself with other optimisations showed 5.5e-6). The FP32 band is the widest
+# of them; the ones that cannot run on this model or machine are left out (`fitted`).
 PROFILE_BACKENDS = {
     "fp32": "ort:cpu?graph_optimization_level=basic&intra_op_num_threads=1",
+    "fp32 batch": "ort:cpu",
+    "fp32 openvino": "openvino:cpu?INFERENCE_PRECISION_HINT=f32",
+    "fp32 torch": "torch:cpu",
     "fp16": "emulate:fp16",
     "fp16 layer": "emulate:fp16?rounding=layer",
     "bf16": "emulate:bf16",
@@ -36,6 +45,9 @@ PROFILE_BACKENDS = {
     "int8 7-bit": "emulate:int8?reduce_range=1",
     "int8 static": "emulate:int8?mode=static",
 }
+# Yardsticks run at another batch size than the audit's: ONNX Runtime picks other kernels for
+# one sample than for a batch (a matrix-vector product instead of a matrix product).
+PROFILE_BATCH_SIZES = {"fp32 batch": 1}
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,21 @@ class Planned:
     fixed_by: str | None = None  # a candidate with a fixable finding: its fixed variant
     prediction: Prediction | None = None  # cannot execute here: what a stand-in emulates
     teacher_forced: bool = False  # carried state: fed the reference's state, not its own
+    batch_size: int | None = None  # a yardstick run at its own batch size, not the audit's
+
+    @property
+    def suffix(self) -> str:
+        """What tells this run from another of the same spec."""
+        return ((TEACHER_FORCED if self.teacher_forced else "")
+                + (f" [batch {self.batch_size}]" if self.batch_size is not None else ""))
 
     @property
     def text(self) -> str:
-        return self.spec.text + (TEACHER_FORCED if self.teacher_forced else "")
+        return self.spec.text + self.suffix
 
     @property
     def key(self) -> str:
-        return self.spec.key + (TEACHER_FORCED if self.teacher_forced else "")
+        return self.spec.key + self.suffix
 
 
 TEACHER_FORCED = " [teacher-forced]"
@@ -99,6 +118,13 @@ class Plan:
     @property
     def backends(self) -> tuple[Planned, ...]:
         return (self.reference, *self.candidates, *self.teacher_forced, *self.yardsticks)
+
+    def fitted(self, unable: dict[str, str]) -> Plan:
+        """The plan without the yardsticks that cannot run here ({label: why}): OpenVINO where
+        it is not installed, PyTorch where the model is not a PyTorch model, another batch size
+        where the model takes one batch (or one item) per call."""
+        kept = tuple(y for y in self.yardsticks if y.label not in unable)
+        return dataclasses.replace(self, yardsticks=kept)
 
 
 def predict(spec: BackendSpec) -> Prediction | None:
@@ -151,10 +177,13 @@ def make_plan(backends: Sequence[str | BackendSpec], reference: str | BackendSpe
         for spec in ordered)
     profiles = {label: parse_spec(text) for label, text in PROFILE_BACKENDS.items()}
     if settings.fingerprint:  # a candidate that is a yardstick serves as one: it has its label
-        label_of = {spec.key: label for label, spec in profiles.items()}
+        label_of = {spec.key: label for label, spec in profiles.items()
+                    if label not in PROFILE_BATCH_SIZES}
         candidates = tuple(dataclasses.replace(c, label=label_of.get(c.key)) for c in candidates)
-    yardsticks = tuple(Planned(spec, "profile", label=label) for label, spec in profiles.items()
-                       if settings.fingerprint and spec.key not in taken)
+    yardsticks = tuple(
+        Planned(spec, "profile", label=label, batch_size=PROFILE_BATCH_SIZES.get(label))
+        for label, spec in profiles.items()
+        if settings.fingerprint and (spec.key not in taken or label in PROFILE_BATCH_SIZES))
     teacher = tuple(dataclasses.replace(c, role="teacher-forced", teacher_forced=True,
                                         fixed_by=None, label=None)
                     for c in candidates if carries_state and c.fix_of is None)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from modelparity.analyse.testimony import disagrees, runtime_says, told_line
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
 from modelparity.report import (
@@ -786,6 +787,10 @@ def _fingerprints(result: AuditResult) -> str:
                      f"(confidence {fp.confidence:.2f}); reported by the runtime: "
                      f"{_e(reported)}</p>")
         parts.append(f'<div class="evidence">{_e(fp.evidence)}</div>')
+        told = runtime_says(backend.description)
+        if told is not None:
+            css = "bad" if disagrees(told, fp) else "note"
+            parts.append(f'<p class="{css}">{_e(told_line(told, fp))}</p>')
         if backend.at_risk_flips:
             risk = backend.at_risk_flips
             parts.append(f'<p class="note">{_e(risk.get("flips_in_at_risk_set"))} of its '

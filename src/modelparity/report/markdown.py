@@ -7,6 +7,7 @@ import html
 import math
 import os
 
+from modelparity.analyse.testimony import disagrees, runtime_says, told_line
 from modelparity.policy import PolicyReport, format_actual
 from modelparity.report import (
     DRIFT_COLUMNS,
@@ -74,6 +75,20 @@ def _status(backend: BackendResult, reference: bool) -> str:
     return backend.status if backend.ok else f"**{backend.status}**"
 
 
+def _testimonies(result: AuditResult) -> list[str]:
+    """Each measured candidate's runtime testimony beside its fingerprint, agreeing or not."""
+    lines = []
+    for backend in result.candidates:
+        told = runtime_says(backend.description)
+        if told is None or backend.fingerprint is None:
+            continue
+        line = _text(told_line(told, backend.fingerprint))
+        if disagrees(told, backend.fingerprint):
+            line = f"**{line}**"
+        lines.append(f"- {_code(backend.spec)}: {line}")
+    return lines
+
+
 def render_markdown(result: AuditResult, policies_report: PolicyReport | None = None) -> str:
     lines: list[str] = []
     flipped = [b for b in result.candidates if b.flips is not None and b.flips.count]
@@ -119,7 +134,9 @@ def render_markdown(result: AuditResult, policies_report: PolicyReport | None = 
             lines.append(f"- {_cell(note)}")
     for backend in failed:
         lines.append(f"- {_code(backend.spec)} {backend.status}: {_cell(backend.error or '')}")
-    if failed:
+    testimonies = _testimonies(result)
+    lines += testimonies
+    if failed or testimonies:
         lines.append("")
 
     findings = [f for backend in result.backends for f in backend.findings]

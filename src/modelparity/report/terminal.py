@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from modelparity.analyse.testimony import disagrees, runtime_says, told_line
 from modelparity.report import (
     DRIFT_COLUMNS,
     ELEMENT_COLUMNS,
@@ -219,7 +220,7 @@ def profiles_table(result: AuditResult) -> Table | None:
         table.add_column(column, justify="left" if column in ("precision", "backend")
                          else "right")
     for row in yardstick_rows(result, _number):
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # plain text: "[batch 1]" is no markup
     return table
 
 
@@ -243,13 +244,18 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
     for backend in result.candidates:
         fingerprint = backend.fingerprint
         reported = SHORT_PRECISION.get(backend.precision or "", backend.precision)
+        told = runtime_says(backend.description)
+        disputed = told is not None and disagrees(told, fingerprint)
         # the evidence for a plain FP32 verdict that nobody disputes stays in report.json
-        if fingerprint is not None and (fingerprint.verdict != "fp32"
+        if fingerprint is not None and (fingerprint.verdict != "fp32" or disputed
                                         or reported not in (None, "fp32")):
             stand_in = backend.description.get("predicted", {}).get("stand_in")
             where = f" (measured on its stand-in, {stand_in})" if stand_in else ""
             console.print(Text.assemble((f"{backend.spec}{where}: ", "bold"),
                                         fingerprint.evidence))
+            if told is not None:  # Text, not markup: layer names come from the model file
+                console.print(Text(f"    {told_line(told, fingerprint)}",
+                                   style="bold red" if disputed else "dim"))
         if backend.at_risk_flips:
             risk = backend.at_risk_flips
             console.print(Text(
