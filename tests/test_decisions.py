@@ -205,6 +205,23 @@ def test_custom_entry_point(tmp_path, monkeypatch):
         make_head(TaskConfig("custom", custom="no_such_module_xyz:f"))
 
 
+
+def test_custom_boxes_are_text_in_every_batch(tmp_path, monkeypatch):
+    """A detector's decoded boxes, one tuple per image: with no box in a whole batch (or one
+    box per image) they must stay one text per sample, as in the other batches."""
+    (tmp_path / "mp_custom_boxes.py").write_text(
+        "def boxes(out):\n"
+        "    return [tuple((int(i), 1, 2) for i in range(int(row[0]))) for row in out]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    head = make_head(TaskConfig("custom", custom="mp_custom_boxes:boxes"))
+    acc = DecisionAccumulator()
+    for batch in ([[2.0], [1.0]], [[0.0], [0.0]], [[1.0], [1.0]]):
+        acc.update(head.decide(np.array(batch)))
+    decided = acc.result()
+    assert decided.decision.dtype.kind == "U" and len(decided) == 6
+    assert decided.decision[2] == decided.decision[3] != decided.decision[1]
+
 # --- accumulation and flips -------------------------------------------------------------------
 
 

@@ -367,3 +367,22 @@ def test_the_fp32_band_is_the_widest_of_the_fp32_runs():
     # a downcast above the whole band is still seen
     assert fingerprint(synthetic("d", -1.0, seed=6), profs,
                        noise=[identical, other_runtime]).verdict == "bf16"
+
+
+def test_a_model_that_quantizes_itself_gets_no_float_verdict_from_its_errors():
+    """ddddocr's OCR model ships int8-quantized (DynamicQuantizeLinear, ConvInteger): ONNX
+    Runtime against OpenVINO pinned to f32 differed at 2**-6.7, and the profile named BF16.
+    Its own int8 steps make every precision's errors alike: inconclusive, said why."""
+    profs = {"fp32": synthetic("fp32", -23.0, seed=1), "bf16": synthetic("bf16", -7.0, seed=2),
+             "fp16": synthetic("fp16", -10.0, seed=3)}
+    cand = synthetic("c", -6.8, seed=4)
+    ops = ("ConvInteger", "DynamicQuantizeLinear")
+    assert fingerprint(cand, profs).verdict == "bf16"  # what the profile alone says
+    found = fingerprint(cand, profs, quantized=ops)
+    assert found.verdict == "inconclusive" and found.confidence == 0.0
+    assert "quantizes itself (ConvInteger, DynamicQuantizeLinear)" in found.evidence
+    assert "alone would say bf16" in found.evidence
+    # what still proves FP32 there: errors below any downcast's scale, or an FP32 run's profile
+    assert fingerprint(synthetic("c", -23.0, seed=5), profs, quantized=ops).verdict == "fp32"
+    twin = synthetic("fp32", -6.8, seed=4)
+    assert fingerprint(cand, {**profs, "fp32": twin}, quantized=ops).verdict == "fp32"

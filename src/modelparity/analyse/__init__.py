@@ -115,7 +115,7 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
                  if p.label}
         profiles.update((label, named[label]) for label in PROFILE_BACKENDS if label in named)
         at_risk, prints = fingerprints(question.task, reference, candidates, profiles,
-                                       question.probes)
+                                       question.probes, question.model.quantized)
         candidates = [dataclasses.replace(c, fingerprint=prints[c.spec][0],
                                           at_risk_flips=prints[c.spec][1])
                       if c.spec in prints else c for c in candidates]
@@ -131,6 +131,7 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
         model={"source": model.source, "onnx_path": model.onnx_path,
                "exporter": model.exporter,
                **({"probes": dict(question.probes)} if question.probes else {}),
+               **({"quantized": list(model.quantized)} if model.quantized else {}),
                "inputs": [asdict(i) for i in model.signature.inputs],
                "outputs": [asdict(o) for o in model.signature.outputs]},
         inputs={**question.inputs, "samples": samples},

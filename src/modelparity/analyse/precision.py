@@ -97,7 +97,8 @@ def at_risk(task: TaskConfig, reference: BackendResult,
 
 
 def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[BackendResult],
-                 profiles: dict[str, BackendResult], probes: tuple[tuple[str, str], ...] = ()
+                 profiles: dict[str, BackendResult], probes: tuple[tuple[str, str], ...] = (),
+                 quantized: tuple[str, ...] = ()
                  ) -> tuple[list[AtRisk], dict[str, tuple[Fingerprint, dict[str, Any] | None]]]:
     """The at-risk counts per precision, and for every candidate that ran: its fingerprint and
     how many of its flips were predicted at risk (by spec). With `probes` (the inputs of final
@@ -128,7 +129,8 @@ def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[Ba
                 nearest[label] = name
         noise = [p for name, p in usable.items() if precision_of(name) == "fp32"]
         found_print = fingerprint(
-            own, {label: usable[name] for label, name in nearest.items()}, evidence, noise)
+            own, {label: usable[name] for label, name in nearest.items()}, evidence, noise,
+            quantized)
         name = nearest.get(found_print.verdict or "")
         at_risk_flips = None
         if name in by_error and candidate.flips is not None and candidate.flips.count:

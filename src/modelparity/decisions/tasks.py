@@ -422,11 +422,17 @@ def _sample_text(value: object) -> str:
 
 def _custom_decisions(values: object) -> np.ndarray:
     """Numbers stay an array (n,) or (n, k); strings, tuples, lists of boxes become one text
-    per sample (a string array, saved without pickle)."""
-    try:
-        array = np.asarray(values)
-    except ValueError:  # ragged: a different number of boxes per sample
-        array = None
+    per sample (a string array, saved without pickle). A sequence of tuples or lists is text
+    whatever its shape: one box per image in one batch, none in the next must not turn the
+    decisions of one batch into numbers and the next into an empty (n, 0) array."""
+    array = None
+    sequences = isinstance(values, (list, tuple)) and any(
+        isinstance(v, (list, tuple)) for v in values)
+    if not sequences:
+        try:
+            array = np.asarray(values)
+        except ValueError:  # ragged: a different number of items per sample
+            array = None
     if array is not None and array.dtype.kind in "biuf":
         return array
     if array is not None and array.ndim == 0:

@@ -113,6 +113,37 @@ def _check_external_data(path: str, proto: Any) -> None:
             )
 
 
+QUANTIZING_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+    "ConvInteger", "QLinearConv", "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeLSTM", "GatherBlockQuantized",
+    "MatMulNBits", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
+    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax",
+})
+"""Op types (ONNX and ONNX Runtime's com.microsoft domain) that quantize values or compute on
+quantized ones: a model that has them is quantized by its maker, whatever a runtime does."""
+
+
+def quantization_ops(proto: Any) -> tuple[str, ...]:
+    """The quantizing op types in the model's graph, subgraphs and functions included."""
+    found: set[str] = set()
+
+    def walk(nodes: Any) -> None:
+        for node in nodes:
+            if node.op_type in QUANTIZING_OPS:
+                found.add(node.op_type)
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    walk(attribute.g.node)
+                for graph in attribute.graphs:
+                    walk(graph.node)
+
+    walk(proto.graph.node)
+    for function in proto.functions:
+        walk(function.node)
+    return tuple(sorted(found))
+
+
 def prepare_onnx(path: str) -> PreparedModel:
     import onnx
 
@@ -126,7 +157,8 @@ def prepare_onnx(path: str) -> PreparedModel:
     except Exception as exc:
         raise ModelError(f"{path}: not a valid ONNX model ({exc_text(exc)})") from None
     return PreparedModel(
-        onnx_path=os.path.abspath(path), signature=signature_of(proto), source=path
+        onnx_path=os.path.abspath(path), signature=signature_of(proto), source=path,
+        quantized=quantization_ops(proto),
     )
 
 

@@ -30,6 +30,10 @@ class PreparedModel:
     # Outputs added to see the precision before a final activation that hides it: the
     # activation's input tensor -> the output it feeds (`modelparity.model.probe`).
     probes: tuple[tuple[str, str], ...] = ()
+    # The model's own quantization (DynamicQuantizeLinear, ConvInteger, ...): op types found.
+    # Its int8 steps turn any difference before them, FP32 reordering included, into a whole
+    # step, so the error profile cannot tell one float precision from another.
+    quantized: tuple[str, ...] = ()
 
 
 ACCEPTED_FORMS = (

@@ -286,6 +286,7 @@ def fingerprint(
     profiles: dict[str, Profile],
     roundtrip: RoundTripEvidence | None = None,
     noise: Sequence[Profile] = (),
+    quantized: Sequence[str] = (),
 ) -> Fingerprint:
     """Name the precision whose error profile the candidate's matches, under these rules:
 
@@ -305,6 +306,11 @@ def fingerprint(
     (c) Otherwise the nearest profile; confidence = 1 - d1/d2 (nearest vs runner-up distance);
         "inconclusive" below `WEAK_CONFIDENCE`, "unknown" when every profile is farther than
         `UNKNOWN_DISTANCE` octaves.
+    (d) On a model that quantizes itself (`quantized`: its quantizing op types) a verdict from
+        the profile is "inconclusive", unless the errors are below any downcast's scale or
+        the profile is an FP32 run's to within a bin: the model's own int8 steps make every
+        precision's errors alike (measured: ddddocr's OCR model, ONNX Runtime against OpenVINO
+        pinned to f32, median relative error 2**-6.7, nearest the BF16 emulation).
     Empty profiles (count 0) are skipped; an empty candidate gives "unknown" unless (b) applies.
     """
     usable = {k: p for k, p in profiles.items() if not p.empty}
@@ -393,6 +399,13 @@ def fingerprint(
         else:
             text = f"matches {_name(nearest)}: distance {d1:.2g} octaves; {rest}"
 
+    if quantized and verdict not in (INCONCLUSIVE, "unknown") and not _same_as_fp32(
+            candidate, distances, verdict):
+        text = (f"inconclusive: the model quantizes itself ({', '.join(quantized)}); its int8 "
+                f"steps turn any difference before them, FP32 reordering included, into whole "
+                f"steps, so its errors cannot tell one float precision from another; the "
+                f"profile alone would say {verdict}: {text}")
+        verdict, confidence = INCONCLUSIVE, 0.0
     if rt_verdict is not None:
         agree = "agrees" if verdict == rt_verdict else f"alone would say {verdict}"
         text = f"round trip: {roundtrip.text}; error profile {agree}: {text}"
@@ -402,6 +415,14 @@ def fingerprint(
     if notes:
         text += " [" + "; ".join(notes) + "]"
     return Fingerprint(verdict, float(confidence), distances, text, roundtrip)
+
+
+def _same_as_fp32(candidate: Profile, distances: dict[str, float], verdict: str) -> bool:
+    """On a self-quantized model, what still proves FP32: errors below any downcast's scale,
+    or a profile that is an FP32 run's, to within one histogram bin."""
+    if candidate.quantile(0.5) <= NOISE_CEILING_LOG2:
+        return True
+    return verdict == "fp32" and distances.get("fp32", math.inf) <= HIST_BIN_WIDTH
 
 
 def _rt_confidence(roundtrip: RoundTripEvidence) -> float:
