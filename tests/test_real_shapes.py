@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
 import modelparity
+from modelparity.analyse.precision import error_profile
 from modelparity.errors import InputError
 from modelparity.report.terminal import render
 
@@ -40,24 +41,27 @@ def _save(graph: onnx.GraphProto, path: Path) -> str:
     return str(path)
 
 
-def stateful_onnx(path: Path, features: int = 8, hidden: int = 16) -> str:
-    """A voice-activity-like GRU: input [1, F], state [1, 1, H] (batch on axis 1, fixed at 1)
-    -> output [1, 1] (a probability) and stateN [1, 1, H]."""
+def stateful_onnx(path: Path, features: int = 8, hidden: int = 16, directions: int = 1) -> str:
+    """A voice-activity-like GRU: input [1, F], state [D, 1, H] (batch on axis 1, fixed at 1;
+    D = 2 stacks a bidirectional GRU's two states) -> output [1, 1] (a probability) and
+    stateN [D, 1, H]."""
     rng = np.random.default_rng(0)
+    d = directions
     inits = [
         numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-        numpy_helper.from_array((rng.normal(size=(1, 3 * hidden, features)) * 0.5)
+        numpy_helper.from_array((rng.normal(size=(d, 3 * hidden, features)) * 0.5)
                                 .astype(np.float32), "W"),
-        numpy_helper.from_array((rng.normal(size=(1, 3 * hidden, hidden)) * 0.5)
+        numpy_helper.from_array((rng.normal(size=(d, 3 * hidden, hidden)) * 0.5)
                                 .astype(np.float32), "R"),
-        numpy_helper.from_array(np.zeros((1, 6 * hidden), np.float32), "B"),
-        numpy_helper.from_array(np.array([1, hidden], np.int64), "flat"),
-        numpy_helper.from_array((rng.normal(size=(hidden, 1))).astype(np.float32), "Wo"),
+        numpy_helper.from_array(np.zeros((d, 6 * hidden), np.float32), "B"),
+        numpy_helper.from_array(np.array([1, d * hidden], np.int64), "flat"),
+        numpy_helper.from_array((rng.normal(size=(d * hidden, 1))).astype(np.float32), "Wo"),
     ]
     nodes = [
         helper.make_node("Unsqueeze", ["input", "axis0"], ["seq"]),
         helper.make_node("GRU", ["seq", "W", "R", "B", "", "state"], ["Y", "stateN"],
-                         hidden_size=hidden),
+                         hidden_size=hidden,
+                         direction="bidirectional" if d == 2 else "forward"),
         helper.make_node("Reshape", ["stateN", "flat"], ["h"]),
         helper.make_node("MatMul", ["h", "Wo"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["output"]),
@@ -65,9 +69,9 @@ def stateful_onnx(path: Path, features: int = 8, hidden: int = 16) -> str:
     graph = helper.make_graph(
         nodes, "vad",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, features]),
-         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 1, hidden])],
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [d, 1, hidden])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1]),
-         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [1, 1, hidden])],
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [d, 1, hidden])],
         inits)
     return _save(graph, path)
 
@@ -164,6 +168,26 @@ def test_carried_state_on_axis_1_own_state_drifts_where_teacher_forced_does_not(
     from modelparity.report.markdown import render_markdown
     for page in (render_html(saved), render_markdown(saved)):
         assert "teacher-forced" in page and "0 / 18" in page
+
+
+def test_a_state_that_stacks_two_tensors_is_looked_at_slice_by_slice(workdir):
+    """A bidirectional GRU's state [2, 1, H] stacks the two directions' states in front of
+    the batch: each slice gets its own errors, and the fingerprint counts each element once."""
+    model = stateful_onnx(workdir / "bi.onnx", directions=2)
+    feed = feed_module(workdir, "bi_feed", STATE_FEED.replace("(1, 1, 16)", "(2, 1, 16)"))
+    result = modelparity.audit(model, ["emulate:bf16"], feed, task=BINARY_OUTPUT,
+                               batch_axes={"state": 1}, carry={"stateN": "state"}, warmup=0)
+    assert result.ok
+    errors = result.candidates[0].errors
+    whole, first, second = errors["stateN"], errors["stateN[0]"], errors["stateN[1]"]
+    assert first.count == second.count == whole.count // 2 == 18 * 16
+    assert max(first.max_abs, second.max_abs) == whole.max_abs > 0
+    assert first.max_abs != second.max_abs  # the two directions, told apart
+    assert [o["name"] for o in result.model["outputs"]] == ["output", "stateN"]  # no slices
+    profile = error_profile("bf16", result.candidates[0], tensors=frozenset(
+        {"output", "stateN"}))
+    assert profile is not None and profile.count == errors["output"].count + whole.count
+    assert result.candidates[0].fingerprint.verdict == "bf16"
 
 
 def test_carried_state_needs_the_first_item_to_start_a_sequence(workdir):

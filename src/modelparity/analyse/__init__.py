@@ -114,8 +114,10 @@ def analyse(plan: Plan, runs: dict[str, BackendRun], samples: int,
         named = {p.label: result for p, result in zip(plan.candidates, candidates, strict=True)
                  if p.label}
         profiles.update((label, named[label]) for label in PROFILE_BACKENDS if label in named)
+        tensors = frozenset(o.name for o in question.model.signature.outputs) | {
+            hidden for hidden, _ in question.probes}
         at_risk, prints = fingerprints(question.task, reference, candidates, profiles,
-                                       question.probes, question.model.quantized)
+                                       question.probes, question.model.quantized, tensors)
         candidates = [dataclasses.replace(c, fingerprint=prints[c.spec][0],
                                           at_risk_flips=prints[c.spec][1])
                       if c.spec in prints else c for c in candidates]

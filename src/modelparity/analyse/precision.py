@@ -43,15 +43,18 @@ MARGIN_FACTOR = {"binary": 1.0, "multiclass": 2.0, "topk": 2.0}
 
 
 def error_profile(label: str, result: BackendResult,
-                  probes: tuple[tuple[str, str], ...] = ()) -> Profile | None:
+                  probes: tuple[tuple[str, str], ...] = (),
+                  tensors: frozenset[str] | None = None) -> Profile | None:
     """One profile over all of a backend's outputs, weighted by their element counts. Where it
     ran the probes ((input of a final activation, that activation's output) pairs), each probed
     output is read at its probe instead: a Sigmoid or Softmax squeezes or saturates the error
-    the layers before it made; every other output (boxes, states) still counts."""
+    the layers before it made; every other output (boxes, states) still counts. With `tensors`
+    (the model's outputs and probes), the other entries, a stacked state's slices, are left
+    out: each element counts once."""
     errors = result.errors
     probed = {output for hidden, output in probes if hidden in errors}
-    if probed:
-        errors = {name: stats for name, stats in errors.items() if name not in probed}
+    errors = {name: stats for name, stats in errors.items() if name not in probed
+              and (tensors is None or name in tensors)}
     parts = [profile_from_histogram(label, stats.profile_hist or stats.log2_rel_hist)
              for stats in errors.values() if stats.count]
     return merge_profiles(label, parts) if parts else None
@@ -98,12 +101,12 @@ def at_risk(task: TaskConfig, reference: BackendResult,
 
 def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[BackendResult],
                  profiles: dict[str, BackendResult], probes: tuple[tuple[str, str], ...] = (),
-                 quantized: tuple[str, ...] = ()
+                 quantized: tuple[str, ...] = (), tensors: frozenset[str] | None = None
                  ) -> tuple[list[AtRisk], dict[str, tuple[Fingerprint, dict[str, Any] | None]]]:
     """The at-risk counts per precision, and for every candidate that ran: its fingerprint and
     how many of its flips were predicted at risk (by spec). With `probes` (the inputs of final
     activations, run as extra outputs), the profiles are read there."""
-    yardsticks = {name: error_profile(precision_of(name), result, probes)
+    yardsticks = {name: error_profile(precision_of(name), result, probes, tensors)
                   for name, result in profiles.items() if result.ok and _stands_for(name, result)}
     measured = {name: p for name, p in yardsticks.items() if p is not None}
     risks = at_risk(task, reference, profiles)
@@ -115,7 +118,7 @@ def fingerprints(task: TaskConfig, reference: BackendResult, candidates: list[Ba
         evidence = None
         if candidate.roundtrip is not None and reference.roundtrip is not None:
             evidence = compare_roundtrip(candidate.roundtrip, reference.roundtrip)
-        own = error_profile(candidate.spec, candidate, probes)
+        own = error_profile(candidate.spec, candidate, probes, tensors)
         # a candidate that is an FP32 yardstick is never its own: the band would fit it
         usable = {name: p for name, p in measured.items()
                   if not (precision_of(name) == "fp32" and profiles[name].spec == candidate.spec)}

@@ -103,8 +103,10 @@ class CompareSink:
     samples only) it may stop before the reference's last row."""
 
     def __init__(self, reader: SpoolReader, head: DecisionHead, output: str,
-                 samples: int | None, roundtrip: bool, partial: bool = False) -> None:
+                 samples: int | None, roundtrip: bool, partial: bool = False,
+                 layout: Layout = DEFAULT_LAYOUT) -> None:
         self.reader = reader
+        self.layout = layout  # a stacked state's slices get errors of their own
         self.head = head
         self.output = output
         self.partial = partial
@@ -132,9 +134,10 @@ class CompareSink:
                 raise BackendFailed("compare", "mismatch",
                                     f"output '{name}' has shape {cand.shape}, the reference's "
                                     f"is {ref.shape}")
-            if name not in self.errors:
-                self.errors[name] = ErrorAccumulator(ref.dtype)
-            self.errors[name].update(ref, cand)
+            for part, index in ((name, ...), *self.layout.slices(name, ref.shape)):
+                if part not in self.errors:
+                    self.errors[part] = ErrorAccumulator(ref.dtype)
+                self.errors[part].update(ref[index], cand[index])
             if self.roundtrip is not None and cand.dtype.kind == "f":
                 self.roundtrip.update(cand)
         self._decide(reference[self.output], np.asarray(block.outputs[self.output]))
@@ -268,7 +271,7 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
             reader = spool.reader()
             try:
                 sink = CompareSink(reader, context.head, context.output, expected,
-                                   fingerprint, partial=partial)
+                                   fingerprint, partial=partial, layout=context.layout)
                 run = run_backend(item, worker, sink, context.progress, expected or None)
             finally:
                 reader.close()

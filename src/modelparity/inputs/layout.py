@@ -11,6 +11,7 @@ Pure NumPy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from modelparity.errors import InputError
 from modelparity.model.signature import Signature, TensorInfo
 
 Batch = dict[str, np.ndarray]
+MAX_SLICES = 16  # more than this in front of the batch is no stack of a few state tensors
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,17 @@ class Layout:
 
     def axis(self, name: str) -> int:
         return dict(self.axes).get(name, 0)
+
+    def slices(self, name: str, shape: tuple[int, ...]) -> list[tuple[str, tuple]]:
+        """A tensor whose batch is not its first axis stacks tensors on the axes before it
+        (the layers of a GRU's state, an LSTM's h and c): each slice's name ("hN[1]") and its
+        index in the samples-first array, so each is looked at on its own; [] otherwise."""
+        axis = self.axis(name)
+        stack = tuple(shape[1 : axis + 1])
+        if axis == 0 or len(shape) <= axis or not 1 < math.prod(stack) <= MAX_SLICES:
+            return []
+        return [(f"{name}[{','.join(map(str, index))}]", (slice(None), *index))
+                for index in np.ndindex(*stack)]
 
     @property
     def carried_inputs(self) -> frozenset[str]:
