@@ -25,6 +25,10 @@ class Planted:
                 handle.write("activated\n")
                 for name in filter(None, self.options.get("record_env", "").split(",")):
                     handle.write(f"{name}={os.environ.get(name)}\n")
+        if "mkdtemp" in self.options:  # a model copy, as the emulations make one
+            import tempfile
+
+            tempfile.mkdtemp(prefix="modelparity-emulate-planted-")
         if self.options.get("fail") == "load":
             raise RuntimeError("planted failure while loading")
         path = model.onnx_path

@@ -321,3 +321,61 @@ def test_no_fingerprint_runs_no_profiles(models, data_files):
     result = audit(models["binary"]["path"], ["openvino:cpu"], data_files["binary"]["data"],
                    fingerprint=False)
     assert result.profiles == {} and result.candidates[0].fingerprint is None
+
+
+def test_resume_never_reuses_results_for_data_that_changed(models, tmp_path):
+    """The run key was the source's repr (path, names, shapes, count): x.npz rewritten with
+    other values of the same shape was resumed against the old reference, and a pinned FP32
+    OpenVINO showed 1775 flips. The key now holds a hash of the data's bytes."""
+    from typer.testing import CliRunner
+
+    from modelparity.cli import app
+
+    path = models["binary"]["path"]
+    x = tmp_path / "x.npz"
+    shape = models["binary"]["x"].shape
+    out = str(tmp_path / "out")
+    np.savez(x, x=np.random.default_rng(1).normal(size=shape).astype(np.float32) * 10)
+    first = audit(path, ["ort:cpu?intra_op_num_threads=1"], str(x), out=out, warmup=0,
+                  fingerprint=False)
+    np.savez(x, x=np.random.default_rng(2).normal(size=shape).astype(np.float32) * 10)
+    second = audit(path, ["ort:cpu?intra_op_num_threads=1", "openvino:cpu?"
+                          "INFERENCE_PRECISION_HINT=f32"], str(x), out=out, warmup=0,
+                   fingerprint=False, resume=True)
+    assert not second.reference.resumed and not second.candidates[0].resumed
+    assert all(c.flips.count == 0 for c in second.candidates)
+    assert first.reference.decided.score.tolist() != second.reference.decided.score.tolist()
+    # unchanged data resumes, and the output says which backends came from disk
+    outcome = CliRunner().invoke(app, ["run", path, "-b", "ort:cpu?intra_op_num_threads=1",
+                                       "-d", str(x), "--out", out, "--resume", "--warmup", "0",
+                                       "--no-fingerprint"], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    assert ("from the earlier run in this folder (--resume), same data and settings: ort:cpu, "
+            "ort:cpu?intra_op_num_threads=1") in outcome.stdout
+
+
+def test_a_feed_that_gives_other_data_each_call_is_refused(models, tmp_path, monkeypatch):
+    """Each backend's worker calls a module:function feed itself: an unseeded one gave every
+    backend other inputs, and an FP16 emulation showed 893 bogus flips. Refused, one line."""
+    from typer.testing import CliRunner
+
+    from modelparity.cli import app
+
+    features = models["binary"]["x"].shape[1]
+    (tmp_path / "mp_unseeded_feed.py").write_text(
+        "import numpy as np\n"
+        "def items():\n"
+        f"    yield {{'x': np.random.rand(64, {features}).astype(np.float32)}}\n"
+        "def seeded():\n"
+        f"    yield {{'x': np.random.default_rng(0).random((64, {features}), np.float32)}}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outcome = CliRunner().invoke(app, ["run", models["binary"]["path"], "-b", "emulate:fp16",
+                                       "-d", "mp_unseeded_feed:items", "--no-fingerprint"])
+    assert outcome.exit_code == 2, outcome.output
+    message = outcome.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in outcome.output
+    assert "mp_unseeded_feed:items: gave other inputs when called again" in message
+    seeded = audit(models["binary"]["path"], ["emulate:fp16"], "mp_unseeded_feed:seeded",
+                   fingerprint=False, warmup=0)
+    assert seeded.ok

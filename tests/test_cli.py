@@ -199,3 +199,22 @@ def test_run_fix_shows_the_finding_the_fixed_variant_and_its_price(tmp_path):
     assert "fixed │ openvino:cpu?INFERENCE_PRECISION_HINT=f32 │ │ ok │ 0 │" in text
     assert f"x{fix['latency_ratio']:.2f}" in text
     assert "repro for openvino:cpu: python " in text
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_out_that_is_a_file_is_one_line(tmp_path, binary, command):
+    """`--out` naming a file gave a FileExistsError traceback (run and demo)."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    args = (["run", binary[0], "-b", "emulate:fp16", "--data", binary[1]["data"]]
+            if command == "run" else ["demo"])
+    result = invoke(*args, "--out", str(taken))
+    assert_one_line_error(result, f"--out {taken}: is a file")
+    assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_timeout_must_be_a_positive_finite_number(binary, value):
+    result = invoke("run", binary[0], "-b", "emulate:fp16", "--data", binary[1]["data"],
+                    "--timeout", value)
+    assert_one_line_error(result, "--timeout: expected a positive, finite number of seconds")

@@ -293,6 +293,17 @@ def test_binary_metrics_match_sklearn():
     json.dumps(m.to_dict(), allow_nan=False)
 
 
+def test_multiclass_labels_outside_the_models_classes_are_refused():
+    """A 4-class model scored on labels 0..8 gave a 9x9 confusion matrix and no word."""
+    head = make_head(TaskConfig("multiclass"))
+    d = head.decide(np.eye(4)[[0, 1, 2, 3, 1]])
+    with pytest.raises(InputError, match=r"has 4 classes \(0..3\), but the labels hold 8"):
+        compute_metrics(head, np.array([0, 1, 2, 8, 1]), d)
+    with pytest.raises(InputError, match="the labels hold -1"):
+        compute_metrics(head, np.array([0, 1, -1, 3, 1]), d)
+    assert compute_metrics(head, np.array([0, 1, 2, 3, 3]), d).confusion.shape == (4, 4)
+
+
 def test_binary_label_errors():
     head = make_head(TaskConfig("binary"))
     d = head.decide(np.array([0.2, 0.8, 0.6]))
@@ -307,11 +318,11 @@ def test_binary_label_errors():
 def test_multiclass_metrics_and_confusion_classes():
     task = TaskConfig("multiclass")
     head = make_head(task)
-    out = np.eye(3)[[0, 1, 2, 2, 1]]  # predictions 0 1 2 2 1
-    y = np.array([0, 1, 1, 2, 4])  # label 4 is outside the 3 outputs
+    out = np.eye(4)[[0, 1, 2, 2, 1]]  # predictions 0 1 2 2 1 of 4 classes (3 never predicted)
+    y = np.array([0, 1, 1, 2, 3])
     m = compute_metrics(task, y, head.decide(out))
     pred = np.array([0, 1, 2, 2, 1])
-    assert m.classes == [0, 1, 2, 4]
+    assert m.classes == [0, 1, 2, 3]
     assert m.confusion.shape == (4, 4)
     assert m.confusion[1].tolist() == [0, 1, 1, 0]
     assert m.confusion[3].tolist() == [0, 1, 0, 0]

@@ -174,7 +174,7 @@ def test_binary_metrics_load_back_with_the_confusion_matrix() -> None:
 def test_multiclass_and_multilabel_confusions_keep_their_shapes() -> None:
     rng = np.random.default_rng(3)
     head = make_head(TaskConfig(kind="multiclass"))
-    outputs = rng.normal(size=(200, 4))
+    outputs = rng.normal(size=(200, 5))
     metrics = compute_metrics(head, rng.integers(0, 5, 200), head.decide(outputs))
     restored = assert_round_trips(Metrics, metrics)
     assert restored.confusion is not None and restored.confusion.shape == (5, 5)

@@ -365,7 +365,7 @@ def test_file_error_paths(tmp_path: Path) -> None:
     np.save(tmp_path / "trunc.npy", np.ones((100, 30), np.float32))
     raw = (tmp_path / "trunc.npy").read_bytes()
     (tmp_path / "trunc.npy").write_bytes(raw[:-500])
-    error("trunc.npy: file is truncated", open_inputs, f"{d}/trunc.npy", X30)
+    error("trunc.npy: its header claims shape (100, 30)", open_inputs, f"{d}/trunc.npy", X30)
     (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
     error("junk.npy: not a readable .npy", open_inputs, f"{d}/junk.npy", X30)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")

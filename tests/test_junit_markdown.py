@@ -108,3 +108,19 @@ def test_markdown_summary(audited, tmp_path):
     assert f"### {flipping}: 3 flipped decision(s)" in text
     for row in rows:
         assert any(line.startswith(f"| {row} | ") for line in lines), row
+
+
+def test_control_characters_never_break_the_xml(audited, tmp_path):
+    """A control character in a node name reached results.xml through ORT's error text, and
+    the file no longer parsed. XML 1.0 forbids them: they are replaced."""
+    import dataclasses
+
+    result = audited[0]
+    hostile = "node \x1b[31mconv\x00\x07 failed\x0c"
+    broken = dataclasses.replace(result.candidates[1], error=hostile, status="failed")
+    result = dataclasses.replace(result, candidates=[result.candidates[0], broken,
+                                                     *result.candidates[2:]])
+    root = ET.parse(write_junit(result, str(tmp_path / "hostile.xml"))).getroot()
+    error = next(case.find("error") for case in root.iter("testcase")
+                 if case.find("error") is not None)
+    assert error.get("message") == "node \ufffd[31mconv\ufffd\ufffd failed\ufffd"

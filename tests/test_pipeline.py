@@ -123,3 +123,15 @@ def test_report_refuses_a_file_that_is_not_a_report(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "not a modelparity report" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_long_spec_still_names_its_files():
+    """A spec with a long option (a list of 569 rows) made a log name over 255 bytes, and the
+    audit died with OSError: File name too long."""
+    from modelparity.spec import SLUG_LIMIT, slug
+
+    long_a = "py:planted_backends:make?rows=" + ",".join(map(str, range(569))) + "&nudge=nan"
+    long_b = long_a.replace("nudge=nan", "nudge=inf")
+    assert len(slug(long_a)) == SLUG_LIMIT and slug(long_a) != slug(long_b)
+    assert slug(long_a).startswith("py_planted_backends_make_rows=0_1_2")
+    assert slug("ort:cpu?intra_op_num_threads=1") == "ort_cpu_intra_op_num_threads=1"

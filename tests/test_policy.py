@@ -203,3 +203,23 @@ def test_findings_policy_counts_rules_even_when_the_backend_failed(models):
     verdicts = {o.backend: o for o in report.outcomes}
     assert verdicts["ort:coreml"].failed and verdicts["ort:coreml"].actual == 1
     assert not verdicts["ort:cpu?intra_op_num_threads=1"].failed
+
+
+@pytest.mark.parametrize("rows", [range(10), range(569)], ids=["some NaN", "all NaN"])
+def test_nan_outputs_fail_every_error_gate(models, data_files, rows):
+    """A backend that returns NaN where the reference is finite passed max_abs>1e-6 with
+    "max abs error 0.00e+00" (NaN is left out of the statistics); all-NaN was "not checked".
+    NaN/Inf there is an unbounded error: every error gate fails, and `nonfinite` counts it."""
+    nan_backend = f"py:planted_backends:make?rows={','.join(map(str, rows))}&nudge=nan"
+    outcome = run_cli(models, data_files, nan_backend, "--fail-on",
+                      "max_abs>1e-6,max_rel>1e-6,max_ulp>0,nonfinite>0")
+    assert outcome.exit_code == 1, outcome.output
+    for gate in ("max_abs>1e-6", "max_rel>1e-6", "max_ulp>0"):
+        assert f"{gate} failed ({gate.split('>')[0]} = inf)" in outcome.stdout, outcome.stdout
+    assert f"nonfinite>0 failed (nonfinite = {len(rows)})" in outcome.stdout
+    assert "policies: 4 failed, 0 held, 0 not checked" in outcome.stdout
+    if len(rows) < 50:  # a spec short enough for its table row to show the error column
+        row = next(line for line in outcome.stdout.splitlines() if "planted_backends" in line)
+        assert " inf " in row and "0.00e+00" not in row  # the table shows the loss, not 0
+    clean = run_cli(models, data_files, AGREEING, "--fail-on", "nonfinite>0,max_ulp>0")
+    assert clean.exit_code == 0 and "nonfinite>0 held (nonfinite = 0)" in clean.stdout

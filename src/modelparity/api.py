@@ -28,11 +28,13 @@ from modelparity.decisions import TaskConfig, make_head
 from modelparity.environment import environment
 from modelparity.errors import InputError
 from modelparity.execute.run import Context, NoProgress, Progress, execute
+from modelparity.folders import output_folder
 from modelparity.inputs import (
     FirstSamples,
     InputSource,
     as_class_names,
     check_inputs,
+    content_digest,
     load_labels,
     open_inputs,
 )
@@ -112,9 +114,12 @@ def audit(
     names = as_class_names(class_names)
     with contextlib.ExitStack() as stack:
         workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
-        os.makedirs(workdir, exist_ok=True)
+        output_folder(workdir)
         prepared = model if isinstance(model, PreparedModel) else prepare_model(
             model, workdir, allow_pickle=allow_pickle)
+        if not prepared.signature.inputs:  # nothing to feed, so nothing to compare on
+            raise InputError(f"{prepared.source}: the model takes no inputs; an audit compares "
+                             f"what backends compute from inputs")
         layout = resolve_layout(prepared.signature, batch_axes, carried, per_item)
         signature = layout.canonical(prepared.signature)  # every tensor's samples on axis 0
         if layout.fixed_batch is not None and not layout.per_item:
@@ -137,7 +142,7 @@ def audit(
         plan = plan.fitted(_unable_yardsticks(plan, prepared, layout))
         running, layout, plan = _probed(prepared, plan, layout, workdir)
         key = _run_key(prepared, source, batch_size, config, plan.reference.key, layout,
-                       running.probes)
+                       running.probes, _data_digest(source, batch_size, layout))
         context = Context(running, source, FirstSamples(source, profile_samples), head,
                           config.output or "", workdir, key, progress or NoProgress(), layout)
         execution = execute(plan, context, resume=resume)
@@ -216,12 +221,36 @@ def _per_element(config: TaskConfig, signature: Signature) -> bool:
     return len(signature.output(str(config.output)).shape) > 2 and config.kind != "custom"
 
 
+def _file_digest(path: str) -> str:
+    """The model file's content hash: a module:factory is exported again into --out on every
+    run (a new mtime, the same bytes), and a model rewritten in place keeps its size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _data_digest(source: InputSource, batch_size: int, layout: Layout) -> str:
+    """The data's content hash. A source without a file (a module:function feed) is read
+    twice: each backend's worker calls the feed itself, so a feed that gives other data on
+    another call (an unseeded random generator) would compare backends on different inputs
+    and report bogus flips."""
+    digest = content_digest(source, batch_size, layout)
+    if getattr(source, "path", None) is None and \
+            content_digest(source, batch_size, layout) != digest:
+        raise InputError(f"{source.describe()}: gave other inputs when called again; every "
+                         f"backend calls it itself, so each would see other data: make it "
+                         f"deterministic (seed its random generator) or save the data to files")
+    return digest
+
+
 def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
-             reference: str, layout: Layout, probes: tuple[tuple[str, str], ...]) -> str:
-    """Identifies a run's settings, so --resume never mixes results of different settings (nor
-    outputs with and without the probes)."""
-    stat = os.stat(model.onnx_path)
-    parts = [model.source, str(stat.st_size), str(int(stat.st_mtime)), repr(source),
+             reference: str, layout: Layout, probes: tuple[tuple[str, str], ...],
+             digest: str) -> str:
+    """Identifies a run's settings and data, so --resume never mixes results of different
+    settings or inputs (nor outputs with and without the probes)."""
+    parts = [model.source, _file_digest(model.onnx_path), repr(source), digest,
              str(batch_size), repr(task), reference, repr(layout), repr(probes), __version__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

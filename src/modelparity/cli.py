@@ -7,6 +7,7 @@ Exit codes: 0 when every backend ran and every --fail-on policy held, 1 when a p
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -15,10 +16,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from modelparity import __version__
 from modelparity.errors import ModelParityError
+from modelparity.folders import report_files
 from modelparity.plan import DEFAULT_REFERENCE, Settings
+from modelparity.report.names import plain
 
 if TYPE_CHECKING:
     from modelparity.result import AuditResult
@@ -30,8 +34,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # A pipe or a CI log gets 130 columns rather than rich's 80, so the tables stay readable.
-console = Console(width=None if sys.stdout.isatty() else 130)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# no emoji codes: a name such as "nosuchmodule:factory:" is text, not a picture
+console = Console(width=None if sys.stdout.isatty() else 130, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 EXIT_OK, EXIT_ERROR = 0, 2
 EXIT_POLICY = 1  # a --fail-on policy failed
 
@@ -51,7 +56,7 @@ class BarProgress:
         self.tasks: dict[str, int] = {}
 
     def start(self, spec: str, total: int | None) -> None:
-        self.tasks[spec] = self.progress.add_task(spec, total=total)
+        self.tasks[spec] = self.progress.add_task(plain(spec), total=total)
 
     def advance(self, spec: str, rows: int) -> None:
         self.progress.advance(self.tasks[spec], rows)
@@ -65,7 +70,9 @@ class BarProgress:
 def fail(message: str, debug: bool) -> typer.Exit:
     if debug:
         err_console.print(traceback.format_exc())
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Text, not markup: the message quotes paths, specs and names from the model file
+    err_console.print(Text.assemble(("error:", "bold red"), " ", plain(message)),
+                      highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -196,7 +203,8 @@ def run(
         help="A policy that fails the run (exit code 1) when it is true for any candidate "
              "backend; repeat, or separate with commas. QUANTITY OP VALUE, OP one of > >= < <= "
              "== !=: flips>0, flips>=3, flip_rate>0.001, max_abs>1e-4, max_rel>1e-3, "
-             "max_ulp>8, metric.f1<-0.001 (candidate minus reference; needs --labels), "
+             "max_ulp>8, nonfinite>0 (NaN or Inf where the reference is finite; then every "
+             "max_* is infinite), metric.f1<-0.001 (candidate minus reference; needs --labels), "
              "precision!=fp32 (measured by the fingerprint), reported_precision!=fp32 (what "
              "the runtime reports), status!=ok, findings>0 (a known silent precision default "
              "applies). A quantity a backend lacks is listed as not "
@@ -233,6 +241,7 @@ def run(
     from modelparity.policy import parse_policies
 
     try:
+        report_files(html=html, junit=junit, markdown=markdown)
         policies = parse_policies(fail_on)
         shapes = dict(parse_shape(text) for text in shape or [])
         config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
@@ -240,7 +249,8 @@ def run(
                             class_axis=class_axis)
         axes = parse_axes(batch_axis or [])
         carried = dict(parse_carry(carry or []))
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                      MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             result = audit(
                 model, backend, data, task=config, labels=labels, class_names=class_names,
@@ -267,27 +277,29 @@ def finish(result: AuditResult, policies: list, *, show_flips: int, junit: str |
 
     render(result, console, show_flips=show_flips)
     if saved:
-        console.print(f"report: {saved}")
+        console.print(f"report: {saved}", markup=False)
     policy_report = evaluate(result, policies) if policies else None
     if policy_report is not None:
         for outcome in policy_report.outcomes:
             style = {"failed": "bold red", "held": "green"}.get(outcome.verdict, "dim")
-            console.print(outcome.describe(), style=style, highlight=False)
+            console.print(plain(outcome.describe()), style=style, highlight=False,
+                          markup=False)
         console.print(policy_report.summary(), highlight=False,
                       style="bold red" if policy_report.failed else "bold green")
     try:
         if junit:
             from modelparity.report.junit import write_junit
 
-            console.print(f"junit: {write_junit(result, junit, policy_report)}")
+            console.print(f"junit: {write_junit(result, junit, policy_report)}", markup=False)
         if markdown:
             from modelparity.report.markdown import write_markdown
 
-            console.print(f"markdown: {write_markdown(result, markdown, policy_report)}")
+            written = write_markdown(result, markdown, policy_report)
+            console.print(f"markdown: {written}", markup=False)
         if html:
             from modelparity.report.html import write_html
 
-            console.print(f"html: {write_html(result, html)}")
+            console.print(f"html: {write_html(result, html)}", markup=False)
     except OSError as exc:
         raise fail(f"--junit/--markdown/--html: cannot write {exc.filename}: {exc.strerror}",
                    debug) from None
@@ -329,6 +341,7 @@ def report(
     from modelparity.result import AuditResult
 
     try:
+        report_files(html=html, junit=junit, markdown=markdown)
         policies = parse_policies(fail_on)
         try:
             result = AuditResult.load(path)
@@ -447,7 +460,14 @@ def fp(
     render_float_views(views, console)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: workers stopped, files kept
+
+
 def main() -> None:
+    # `timeout` and CI cancellation send SIGTERM, whose default ends the process at once and
+    # leaves its workers behind (a hanging one runs on); the workers also die with the parent
+    signal.signal(signal.SIGTERM, _interrupted)
     sys.exit(app())
 
 

@@ -11,6 +11,8 @@ or separate expressions with commas):
               | max_abs              largest |candidate - reference|       max_abs>1e-4
               | max_rel              largest relative error                max_rel>1e-3
               | max_ulp              largest error in units in last place  max_ulp>8
+              | nonfinite            values NaN or Inf where the reference  nonfinite>0
+                                     is finite
               | metric.NAME          candidate metric minus reference's    metric.f1<-0.001
               | precision            precision the outputs show (fingerprint verdict)
               | reported_precision   precision the runtime itself reports  precision!=fp32
@@ -20,7 +22,9 @@ or separate expressions with commas):
                 one of fp32 fp16 bf16 tf32 int8 (float32, float16, bfloat16 ... also accepted),
                 for status one of ok failed skipped; those three take only == and !=.
 
-`max_abs`, `max_rel` and `max_ulp` are the largest over all outputs. `metric.NAME` is a delta
+`max_abs`, `max_rel` and `max_ulp` are the largest over all outputs, and infinite when any
+output value is NaN or Inf where the reference's is finite (`nonfinite` > 0): no error
+threshold passes a backend that lost its numbers. `metric.NAME` is a delta
 (candidate minus reference), so `metric.f1<-0.001` fails when F1 drops by more than 0.001;
 `metric.f1` also matches `f1_macro` for multi-class and multi-label tasks. Metric names:
 accuracy, precision, recall, f1 (and their `_macro` forms), top1_accuracy, topk_accuracy,
@@ -56,7 +60,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
     ">": operator.gt, "<": operator.lt,
 }
-NUMERIC = ("flips", "flip_rate", "max_abs", "max_rel", "max_ulp", "findings")
+NUMERIC = ("flips", "flip_rate", "max_abs", "max_rel", "max_ulp", "nonfinite", "findings")
 CATEGORICAL = {
     "precision": ("fp32", "fp16", "bf16", "tf32", "int8"),
     "reported_precision": ("fp32", "fp16", "bf16", "tf32", "int8"),
@@ -226,6 +230,11 @@ def format_actual(value: float | str | None) -> str:
 
 
 def _max_over_outputs(backend: BackendResult, attribute: str) -> float | None:
+    """The largest error over the outputs; inf where any output value came back NaN or Inf
+    for a finite reference value (an error no threshold allows, even where nothing finite
+    was left to compare)."""
+    if backend.nonfinite:
+        return math.inf
     values = [float(getattr(stats, attribute)) for stats in backend.errors.values()]
     values = [v for v in values if not math.isnan(v)]
     return max(values) if values else None
@@ -244,6 +253,9 @@ def _actual(backend: BackendResult, quantity: str) -> tuple[float | str | None, 
             return None, "no decisions compared"
         flips = backend.flips
         return (float(flips.count) if quantity == "flips" else flips.rate), None
+    if quantity == "nonfinite":
+        return (float(backend.nonfinite), None) if backend.errors else (
+            None, "no output values compared")
     if quantity in ("max_abs", "max_rel", "max_ulp"):
         value = _max_over_outputs(backend, quantity)
         return (value, None) if value is not None else (None, "no output values compared")

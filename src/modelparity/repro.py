@@ -20,6 +20,7 @@ from modelparity.backends.registry import get_runtime, parse_spec
 from modelparity.inputs import InputSource, conform_batch
 from modelparity.knowledge.rules import PRECISION_WORDS
 from modelparity.model import PreparedModel
+from modelparity.report.names import plain
 from modelparity.result import AuditResult, BackendResult
 from modelparity.spec import BackendSpec
 
@@ -120,15 +121,17 @@ def script(result: AuditResult, backend: BackendResult, model: PreparedModel,
         constants["WEIGHTS"] = os.path.abspath(model.torch_source.weights or "")
         constants["WORKDIR"] = os.getcwd()
     header = (
-        f'"""modelparity repro: {backend.spec} against {fixed.text}\n\n'
+        f"modelparity repro: {backend.spec} against {fixed.text}\n\n"
         f"In the audit, {flips} of {result.inputs['samples']} decisions flipped on "
         f"{backend.spec} against {result.reference.spec}{how}.\nRules that apply:\n{rules}\n\n"
         f"This script runs the model as configured and as fixed on the {len(indices)} samples "
         "in inputs.npz\n(the flipped ones, closest to the threshold first, or the first samples "
         "when none flipped)\nand prints both outputs side by side. It needs only numpy and "
-        f"{runtime.package}.\nRun: python repro.py\n"
-        '"""\n')
-    lines = [header, _PRELUDE]
+        f"{runtime.package}.\nRun: python repro.py")
+    # comments, each line: spec options, rule titles and reasons are text from outside (a spec
+    # value with three quotes would end a docstring and run what follows); every value below
+    # is written by pprint, as a Python literal
+    lines = ["\n".join("# " + plain(line) for line in header.splitlines()) + "\n", _PRELUDE]
     for name, value in constants.items():
         lines.append(f"{name} = {pprint.pformat(value, width=96, sort_dicts=False)}")
     assert runtime.repro is not None

@@ -7,6 +7,7 @@ Bump `SCHEMA_VERSION` on any change a reader of report.json would notice.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.serialize import jsonable
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -93,8 +94,15 @@ class BackendResult:
 
     @property
     def max_abs(self) -> float | None:
-        values = [s.max_abs for s in self.errors.values()]
-        return max(values) if values else None
+        """The largest error over the outputs; inf where the candidate returned NaN or Inf for
+        a finite reference value (NaN where no finite value was compared)."""
+        values = [s.max_abs_or_inf for s in self.errors.values()]
+        return max(values, key=lambda v: -math.inf if math.isnan(v) else v) if values else None
+
+    @property
+    def nonfinite(self) -> int:
+        """Output values that are finite in the reference and NaN or Inf here."""
+        return sum(s.nonfinite for s in self.errors.values())
 
     @property
     def measured_precision(self) -> str | None:

@@ -10,6 +10,7 @@ environment before it imports the runtime, which never sees them as options.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote
@@ -83,6 +84,16 @@ def read_spec(text: str) -> BackendSpec:
     return BackendSpec(runtime, target.strip(), options, env)
 
 
+SLUG_LIMIT = 120
+"""Characters of a file name made from a spec: file systems refuse names over 255 bytes, and a
+spec with a long option (a list of rows, a path) would make the audit fail to write its log."""
+
+
 def slug(text: str) -> str:
-    """A spec as a file name: worker logs, saved results and repro folders are named by it."""
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+    """A spec as a file name: worker logs, saved results and repro folders are named by it. A
+    long one keeps its start and ends in a hash of the whole, so two specs never share one."""
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+    if len(name) <= SLUG_LIMIT:
+        return name
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{name[: SLUG_LIMIT - 13]}_{digest}"

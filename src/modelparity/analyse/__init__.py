@@ -88,8 +88,8 @@ def repro_path(out: str | None, result: BackendResult, runtime: str,
                model: PreparedModel) -> str | None:
     """Where the repro script for a candidate's findings goes, if it gets one: it has a fixable
     finding and its runtime knows how to build a standalone script."""
-    if out is None or result.role != "candidate":
-        return None
+    if out is None or result.role != "candidate" or not result.ok:
+        return None  # a backend that failed or was skipped compared nothing to reproduce
     fixed = next((f.fixed_spec for f in result.findings if f.fixed_spec), None)
     repro = get_runtime(runtime).repro
     if fixed is None or repro is None:

@@ -95,6 +95,10 @@ def _multiclass(labels: np.ndarray, decided: Decided) -> Metrics:
     y = _integer_labels(labels, "multiclass")
     pred = decided.decision.astype(np.int64).ravel()
     num = decided.num_classes or (int(pred.max()) + 1 if pred.size else 0)
+    outside = y[(y < 0) | (y >= num)] if decided.num_classes else y[y < 0]
+    if outside.size:  # a 4-class model scored on labels 0..8 is the wrong labels file
+        raise InputError(f"labels: the model's output has {num} classes (0..{num - 1}), but "
+                         f"the labels hold {int(outside[0])}")
     classes = sorted(set(range(num)) | {int(v) for v in np.unique(y)})
     kw = {"average": "macro", "zero_division": 0}
     # Macro averages run over the classes present in labels or predictions (sklearn's default),

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from modelparity.api import audit
 from modelparity.decisions import TaskConfig
+from modelparity.folders import output_folder
 from modelparity.report.html import write_html
 from modelparity.report.terminal import render
 from modelparity.result import AuditResult
@@ -30,7 +31,7 @@ def demo_data(out: str) -> dict[str, tuple[str, str]]:
     """Write the demo's inputs and labels; return {model: (data path, labels path or "")}."""
     from modelparity.demo.models import breast_cancer_data
 
-    os.makedirs(out, exist_ok=True)
+    output_folder(out)
     rng = np.random.default_rng(0)
     mlp = os.path.join(out, "mlp_inputs.npz")
     np.savez(mlp, x=rng.uniform(-1, 1, size=(20_000, 4)).astype(np.float32))

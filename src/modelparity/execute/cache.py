@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any
 
 from modelparity.decisions.store import (
@@ -62,16 +63,19 @@ def load(folder: str, planned: Any, key: str) -> BackendRun | None:
     if data.get("run_key") != key or data.get("status") != "ok":
         return None
     counts = data.get("roundtrip_counts")
-    return BackendRun(
-        spec=planned.text, role=planned.role, description={**data["description"],
-                                                           "resumed": True},
-        latency=Latency.from_dict(data["latency"]) if data.get("latency") else None,
-        errors={name: ErrorStats.from_dict(stats)
-                for name, stats in (data.get("errors") or {}).items()},
-        decided=load_decided(decided_path(folder, planned.text)),
-        roundtrip=RoundTrip.from_counts(counts) if counts else None,
-        element_flips=load_element_flips(element_flips_path(folder, planned.text)),
-        resumed=True)
+    try:
+        return BackendRun(
+            spec=planned.text, role=planned.role, description={**data["description"],
+                                                               "resumed": True},
+            latency=Latency.from_dict(data["latency"]) if data.get("latency") else None,
+            errors={name: ErrorStats.from_dict(stats)
+                    for name, stats in (data.get("errors") or {}).items()},
+            decided=load_decided(decided_path(folder, planned.text)),
+            roundtrip=RoundTrip.from_counts(counts) if counts else None,
+            element_flips=load_element_flips(element_flips_path(folder, planned.text)),
+            resumed=True)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None  # a damaged saved result (a 0-byte .npz) is run again, never half-read
 
 
 def saved_reference(workdir: str, planned: Any, key: str

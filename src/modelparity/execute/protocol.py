@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from modelparity.errors import InputError
+
 
 @dataclass(frozen=True)
 class Ready:
@@ -85,12 +87,19 @@ class ChildLost(Exception):
 class Child:
     """The parent's end of one child process."""
 
-    def __init__(self, module: str) -> None:
+    def __init__(self, module: str, temp: str | None = None) -> None:
+        """With `temp`, the child's temporary files (a runtime's model copies, caches) go
+        there: a folder the parent removes, even where the child is killed before it can."""
         parent, child = socket.socketpair()
+        env = None
+        if temp is not None:
+            os.makedirs(temp, exist_ok=True)
+            env = {**os.environ, "TMPDIR": temp, "TEMP": temp, "TMP": temp}
         self.process = subprocess.Popen(
             [sys.executable, "-P", "-m", module, str(child.fileno())],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         child.close()
         self.conn = Connection(parent.detach())
@@ -133,21 +142,51 @@ class Child:
             self.kill()
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def private_file(path: str) -> int:
+    """Open `path` to write it from scratch, never through a symbolic link planted there (a
+    link at OUT/logs/x.log would truncate whatever it points to): one line names the path."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise InputError(f"{path}: is a symbolic link; modelparity writes its logs there "
+                             f"and does not follow links (remove it)") from None
+        raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+
+
 def redirect_output(log_path: str | None) -> None:
     """In the child: send the C-level stdout/stderr to `log_path` (runtimes print there)."""
     if not log_path:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
 
 
+def die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies, however it dies (SIGKILL,
+    a crash, `timeout`), so a hanging worker is never left behind. Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call took effect
+            os._exit(1)
+
+
 def serve(handle: Callable[[Connection], None]) -> None:
     """The child's main: connect to the parent, run `handle(conn)`, exit without interpreter
     teardown (unloading a runtime can take a while, and everything has been sent)."""
+    die_with_parent()
     conn = Connection(socket.socket(fileno=int(sys.argv[1])).detach())
     try:
         handle(conn)
@@ -175,7 +214,7 @@ class StageMarker:
 
     @staticmethod
     def create(path: str) -> str:
-        with open(path, "wb") as handle:
+        with os.fdopen(private_file(path), "wb") as handle:
             handle.write((-1).to_bytes(8, "little", signed=True))
         return path
 

@@ -10,6 +10,7 @@ nothing decided yet (that is `analyse`).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from modelparity.errors import ModelParityError
 from modelparity.execute import cache
 from modelparity.execute.outcome import FAILED, OK, SKIPPED, BackendRun
 from modelparity.execute.protocol import Block
-from modelparity.execute.runner import BackendFailed, BackendWorker
+from modelparity.execute.runner import TEMP, BackendFailed, BackendWorker
 from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import InputSource
 from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
@@ -307,4 +308,5 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
     finally:
         for worker in workers.values():
             worker.close()
+        shutil.rmtree(os.path.join(context.workdir, TEMP), ignore_errors=True)
     return Execution(runs, samples)

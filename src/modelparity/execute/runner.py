@@ -23,6 +23,7 @@ from modelparity.execute.protocol import (
     Failed,
     Ready,
     StageMarker,
+    private_file,
 )
 from modelparity.inputs import InputSource
 from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
@@ -31,6 +32,7 @@ from modelparity.numerics.latency import Latency
 from modelparity.spec import BackendSpec
 
 WORKER = "modelparity.execute.worker"
+TEMP = "tmp"  # the workers' temporary files, in the run's folder
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class BackendWorker:
                  prediction: Prediction | None = None, layout: Layout = DEFAULT_LAYOUT,
                  teacher: tuple[str, str] | None = None) -> None:
         self.spec = spec
+        if log_path:  # created here, where a planted link is refused with one line
+            os.close(private_file(log_path))
         self.stage_path = StageMarker.create(log_path + ".stage") if log_path else None
         self.job = Job(spec, model, source, batch_size, warmup, log_path, prediction,
                        self.stage_path, get_runtime(spec.runtime), layout, teacher)
@@ -92,7 +96,11 @@ class BackendWorker:
         self.load_failure: BackendFailed | None = None  # set when wait_ready() failed
 
     def start(self) -> None:
-        self.child = Child(WORKER)
+        temp = None
+        if self.log_path:  # OUT/logs/x.log -> OUT/tmp/x, removed when the run ends
+            out = os.path.dirname(os.path.dirname(self.log_path))
+            temp = os.path.join(out, TEMP, os.path.splitext(os.path.basename(self.log_path))[0])
+        self.child = Child(WORKER, temp)
         self.child.send(self.job)
 
     def _receive(self, stage: str) -> Any:

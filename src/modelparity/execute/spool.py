@@ -4,6 +4,7 @@ holding a data set's worth of outputs in memory, and so `--resume` need not run 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -90,7 +91,12 @@ class OutputSpool:
             spool.names = manifest["names"]
             spool.dtypes = manifest["dtypes"]
             spool.chunks = [(int(rows), shapes) for rows, shapes in manifest["chunks"]]
-        except (OSError, ValueError, KeyError, TypeError):
+            for index, dtype in enumerate(spool.dtypes):  # a truncated file is damaged too
+                expected = sum(rows * math.prod(shapes[index]) for rows, shapes in spool.chunks)
+                path = os.path.join(directory, _file_name(index))
+                if os.path.getsize(path) != expected * np.dtype(dtype).itemsize:
+                    return None
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None  # an older or damaged spool is run again, never half-read
         return spool
 

@@ -11,6 +11,7 @@ from modelparity.inputs.base import (
     InputSource,
     check_inputs,
     conform_batch,
+    content_digest,
     rebatch,
 )
 from modelparity.inputs.class_names import as_class_names, load_class_names
@@ -33,6 +34,7 @@ __all__ = [
     "as_class_names",
     "check_inputs",
     "conform_batch",
+    "content_digest",
     "load_class_names",
     "load_labels",
     "open_inputs",

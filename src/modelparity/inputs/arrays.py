@@ -49,6 +49,15 @@ class NpyHeader:
     def row_bytes(self) -> int:
         return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
+    def check_size(self, available: int, where: str) -> None:
+        """The header's shape against the bytes that follow it: a forged or truncated header
+        (10**12 rows in a 19 KB file) is refused before anything allocates for it."""
+        claimed = self.rows * self.row_bytes
+        if claimed > available:
+            raise InputError(f"{where}: its header claims shape {self.shape} of "
+                             f"{self.dtype} ({claimed:,} bytes), but the file holds "
+                             f"{available:,} bytes of data: truncated or damaged")
+
 
 def read_npy_header(f: BinaryIO, where: str) -> NpyHeader:
     """Parse a .npy header, leaving `f` at the first data byte."""
@@ -146,7 +155,10 @@ def read_npz_headers(path: str, where: str) -> dict[str, NpyHeader]:
         for name, member in members.items():
             try:
                 with zf.open(member) as f:
-                    headers[name] = read_npy_header(f, f"{where}[{name}]")
+                    header = read_npy_header(f, f"{where}[{name}]")
+                    header.check_size(zf.getinfo(member).file_size - f.tell(),
+                                      f"{where}[{name}]")
+                    headers[name] = header
             except (zipfile.BadZipFile, OSError, zlib.error) as exc:
                 raise InputError(
                     f"{where}: cannot read member '{member}' ({one_line(exc)})"
@@ -156,7 +168,9 @@ def read_npz_headers(path: str, where: str) -> dict[str, NpyHeader]:
 
 def read_npy_file_header(path: str, where: str) -> NpyHeader:
     with _open_file(path, where) as f:
-        return read_npy_header(f, where)
+        header = read_npy_header(f, where)
+        header.check_size(os.fstat(f.fileno()).st_size - f.tell(), where)
+        return header
 
 
 def check_headers(headers: dict[str, NpyHeader], signature: Signature, where: str,

@@ -126,7 +126,8 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
 
     Same-kind casts (float64->float32, int32->int64) and int->float are done; float->int,
     anything<->bool, object and string arrays are refused, since they would silently change
-    what the model sees. Integer narrowing is refused when values do not fit.
+    what the model sees. Integer narrowing is refused when values do not fit, and so
+    are float values that overflow the narrower float to inf.
     """
     if not isinstance(batch, dict):
         raise InputError(f"{where}: expected a dict of arrays, got {type(batch).__name__}")
@@ -174,7 +175,16 @@ def conform_batch(batch: dict[str, np.ndarray], signature: Signature, where: str
                         f"{where}: input '{info.name}' has values in [{amin}, {amax}], "
                         f"which do not fit {target} ({input_text(info)})"
                     )
-            arr = arr.astype(target)
+            with np.errstate(over="ignore"):
+                cast = arr.astype(target)
+            if arr.dtype.kind == "f" and target.kind == "f" and arr.size:
+                overflow = np.isinf(cast) & np.isfinite(arr)  # float64 beyond float32's range
+                if overflow.any():
+                    value = arr[overflow].flat[0]
+                    raise InputError(
+                        f"{where}: input '{info.name}' has values such as {value:.6g}, which "
+                        f"overflow {target} to inf ({input_text(info)})")
+            arr = cast
         out[info.name] = arr
     return out
 
@@ -257,17 +267,24 @@ def calls(source: InputSource, batch_size: int, layout: Layout = DEFAULT_LAYOUT
     return iter(source.batches(batch_size))
 
 
-def check_inputs(source: InputSource, signature: Signature, batch_size: int,
-                 layout: Layout = DEFAULT_LAYOUT) -> None:
-    """Fail early, in the parent, on data that does not fit the model: read one batch (one
-    item, per item). With carried state, the first item must start a sequence: give it."""
+def first_call(source: InputSource, batch_size: int, layout: Layout = DEFAULT_LAYOUT
+               ) -> Batch | None:
+    """What the first inference call is fed, the source closed right after (a feed's
+    generator is not left half-read)."""
     gen = calls(source, batch_size, layout)
     try:
-        first = next(gen, None)
+        return next(gen, None)
     finally:
         close = getattr(gen, "close", None)
         if close is not None:
             close()
+
+
+def check_inputs(source: InputSource, signature: Signature, batch_size: int,
+                 layout: Layout = DEFAULT_LAYOUT) -> None:
+    """Fail early, in the parent, on data that does not fit the model: read one batch (one
+    item, per item). With carried state, the first item must start a sequence: give it."""
+    first = first_call(source, batch_size, layout)
     if first is None or rows_of(first) == 0:
         raise InputError(f"{source.describe()}: no samples (expected at least one)")
     for output, name in layout.carry:
@@ -276,6 +293,34 @@ def check_inputs(source: InputSource, signature: Signature, batch_size: int,
                              f"state that starts a sequence; later items may leave it out to "
                              f"carry '{output}' into it)")
     conform_batch(first, signature, source.describe())
+
+
+def content_digest(source: InputSource, batch_size: int, layout: Layout = DEFAULT_LAYOUT
+                   ) -> str:
+    """A hash of what the source holds, so `--resume` never reuses results for other data
+    under the same names and shapes (a rewritten x.npz): a file's bytes, or a folder's file
+    names and bytes; for a source without a file (a module:function feed, synthetic data) the
+    first call's arrays. Reading a file once costs far less than one inference pass over it."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    path = getattr(source, "path", None)
+    if isinstance(path, str) and os.path.exists(path):
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+        for name in files:
+            digest.update(os.path.relpath(name, path).encode() + b"\0")
+            with open(name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
+    first = first_call(source, batch_size, layout)
+    for name, value in sorted((first or {}).items()):
+        array = np.ascontiguousarray(value)
+        digest.update(f"{name} {array.dtype} {array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

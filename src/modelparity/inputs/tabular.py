@@ -191,8 +191,30 @@ def open_csv(path: str, where: str, signature: Signature, exclude: tuple[str, ..
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise InputError(f"{where}: cannot read CSV ({one_line(exc)})") from exc
     columns = [str(c) for c in header.columns]
+    _check_rows(path, where, len(columns))
     cmap = map_columns(columns, signature, exclude, where)
     return CsvSource(os.path.abspath(path), where, signature, cmap)
+
+
+def _check_rows(path: str, where: str, width: int) -> None:
+    """Every data row has the header's number of fields, and there is at least one: pandas
+    pads a short row with NaN and reads a header-only file as columns of no numbers, both
+    silently. One streaming pass, cheaper than one inference pass over the rows."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = csv.reader(handle)
+            next(rows, None)  # the header
+            count = 0
+            for count, row in enumerate(rows, start=1):
+                if row and len(row) != width:
+                    raise InputError(f"{where}: row {count} has {len(row)} of the header's "
+                                     f"{width} values")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{where}: cannot read CSV ({one_line(exc)})") from exc
+    if count == 0:
+        raise InputError(f"{where}: has a header but no data rows")
 
 
 def open_parquet(

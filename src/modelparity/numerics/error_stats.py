@@ -5,7 +5,8 @@ histogram of log2(relative error), so a whole evaluation set never has to be hel
 
 Definitions (all arithmetic in float64):
 - elements where either side is NaN or +-Inf are *excluded* from every statistic except
-  `nan_mismatch` and `inf_mismatch`;
+  `nan_mismatch`, `inf_mismatch` and `nonfinite` (finite in the reference, NaN or +-Inf in the
+  candidate: an unbounded error, which the policies count as an infinite max_abs/max_rel/max_ulp);
 - relative error = |c - r| / max(|r|, tiny), where tiny is the smallest positive normal of the
   output dtype (1.0 for integer/bool outputs), so a zero reference does not divide by zero;
 - ULP distance is measured in the output dtype: floats are mapped to integers that are ordered
@@ -158,6 +159,14 @@ class ErrorStats:
     # approximates exp/sigmoid tails and flushes tiny values, not the precision it computes
     # in, and those few elements can dominate a small sample.
     profile_hist: Log2Histogram | None = None
+    # Elements where the reference is finite and the candidate is NaN or +-Inf: an error of
+    # unbounded size, which every error gate must see (they are outside max_abs and the rest).
+    nonfinite: int = 0
+
+    @property
+    def max_abs_or_inf(self) -> float:
+        """max_abs, or inf where the candidate lost finite values: what gates and tables use."""
+        return math.inf if self.nonfinite else self.max_abs
 
     def to_dict(self) -> dict:
         """JSON-ready: plain ints and floats, NaN/Inf -> None."""
@@ -171,6 +180,7 @@ class ErrorStats:
             "cosine": json_float(self.cosine),
             "nan_mismatch": int(self.nan_mismatch),
             "inf_mismatch": int(self.inf_mismatch),
+            "nonfinite": int(self.nonfinite),
             "exact_fraction": json_float(self.exact_fraction),
             "log2_rel_hist": self.log2_rel_hist.to_dict(),
             "profile_hist": self.profile_hist.to_dict() if self.profile_hist else None,
@@ -191,6 +201,7 @@ class ErrorStats:
             log2_rel_hist=Log2Histogram.from_dict(data["log2_rel_hist"]),
             profile_hist=(Log2Histogram.from_dict(data["profile_hist"])
                           if data.get("profile_hist") else None),
+            nonfinite=int(data.get("nonfinite", 0)),
         )
 
 
@@ -246,6 +257,7 @@ class ErrorAccumulator:
         self._norm_c = 0.0
         self._nan_mismatch = 0
         self._inf_mismatch = 0
+        self._nonfinite = 0
         self._exact = 0
         self._hist = Log2Histogram.empty()
         self._profile_hist = Log2Histogram.empty()
@@ -274,6 +286,7 @@ class ErrorAccumulator:
                 self._nan_mismatch += int(np.count_nonzero(r_nan ^ c_nan))
                 inf_pos = (np.isinf(r) | np.isinf(c)) & ~(r_nan | c_nan)
                 self._inf_mismatch += int(np.count_nonzero(inf_pos & (r != c)))
+                self._nonfinite += int(np.count_nonzero(np.isfinite(r) & ~np.isfinite(c)))
                 r, c = r[finite], c[finite]
                 if r.size == 0:
                     return
@@ -327,6 +340,7 @@ class ErrorAccumulator:
         self._norm_c += other._norm_c
         self._nan_mismatch += other._nan_mismatch
         self._inf_mismatch += other._inf_mismatch
+        self._nonfinite += other._nonfinite
         self._exact += other._exact
         self._hist.merge(other._hist)
         self._profile_hist.merge(other._profile_hist)
@@ -365,4 +379,5 @@ class ErrorAccumulator:
                 start=self._profile_hist.start, bin_width=self._profile_hist.bin_width,
                 counts=self._profile_hist.counts.copy(),
                 zero_count=self._profile_hist.zero_count),
+            nonfinite=self._nonfinite,
         )

@@ -10,6 +10,7 @@ cannot execute on this machine, the precision predicted for it and the stand-in 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,8 +67,8 @@ class Settings:
             raise InputError(f"--batch-size: expected a positive integer, got {self.batch_size}")
         if self.warmup < 0:
             raise InputError(f"--warmup: expected an integer >= 0, got {self.warmup}")
-        if self.timeout <= 0:
-            raise InputError(f"--timeout: expected a positive number of seconds, got "
+        if not math.isfinite(self.timeout) or self.timeout <= 0:  # nan and inf too
+            raise InputError(f"--timeout: expected a positive, finite number of seconds, got "
                              f"{self.timeout}")
         if self.profile_samples < 1:
             raise InputError(f"--profile-samples: expected a positive count, got "

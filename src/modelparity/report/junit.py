@@ -12,6 +12,7 @@ and `reference SPEC / ran` for the reference.
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 
 from modelparity.policy import PolicyReport, format_actual
@@ -129,7 +130,21 @@ def build_junit(result: AuditResult, policies_report: PolicyReport | None = None
     suite.set("time", f"{sum(float(c.get('time', 0)) for c in cases):.3f}")
     for key in ("tests", "failures", "errors", "skipped", "time"):
         suites.set(key, suite.get(key, "0"))
+    for element in suites.iter():  # model names and runtime errors are anybody's text
+        element.text = xml_text(element.text)
+        element.tail = xml_text(element.tail)
+        for key, value in element.attrib.items():
+            element.set(key, xml_text(value))
     return suites
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str | None) -> str | None:
+    """`text` without the characters XML 1.0 forbids (control characters from a node name in
+    a runtime's error message): ElementTree writes them, and no parser reads the file back."""
+    return None if text is None else _NOT_XML.sub("\ufffd", text)
 
 
 def write_junit(result: AuditResult, path: str,

@@ -13,6 +13,16 @@ MAX_LISTED = 10  # classes shown of a list decision (top-k, multilabel); the res
 _CONTROL = {i: " " for i in range(32)} | {127: " "}
 
 
+_UNPRINTABLE = {i: f"\\x{i:02x}" for i in (*range(32), *range(127, 160)) if i not in (9, 10)}
+
+
+def plain(text: object) -> str:
+    """`text` with its control characters shown, not obeyed: an ESC or OSC sequence in a model's
+    tensor name (or a file name) would otherwise recolour, retitle or clear the user's terminal.
+    Tabs and line breaks stay."""
+    return str(text).translate(_UNPRINTABLE)
+
+
 def class_label(index: Any, names: Sequence[str] | None) -> str:
     """`name (index)` for a class index that `names` names; the value as text otherwise."""
     if names and isinstance(index, numbers.Integral) and not isinstance(index, bool) \

@@ -25,8 +25,15 @@ from modelparity.report import (
     yardstick_rows,
 )
 from modelparity.report.findings import render_findings
-from modelparity.report.names import class_label, result_change_text
+from modelparity.report.names import class_label, plain, result_change_text
 from modelparity.result import AuditResult, BackendResult
+
+
+def _text(value: object = "", *args: Any, **kwargs: Any) -> Text:
+    """rich Text (never markup) of text that may come from a model file or the user, with
+    control characters shown as escapes (`report.names.plain`)."""
+    return Text(plain(value), *args, **kwargs)
+
 
 SHORT = {"accuracy": "acc", "precision": "prec", "recall": "rec", "precision_macro": "prec",
          "recall_macro": "rec", "f1_macro": "f1", "top1_accuracy": "top1", "topk_accuracy": "topk",
@@ -68,7 +75,7 @@ def _precision(result: BackendResult) -> Text:
         reported = SHORT_PRECISION.get(predicted, predicted)
     fingerprint = result.fingerprint
     if fingerprint is None:
-        return Text(("pred " if predicted else "") + reported)
+        return _text(("pred " if predicted else "") + reported)
     measured = f"{fingerprint.verdict} {fingerprint.confidence:.2f}"
     style = "" if fingerprint.verdict == "fp32" else "bold red"
     disagree = reported not in ("-", fingerprint.verdict)
@@ -87,22 +94,22 @@ def summary_table(result: AuditResult) -> Table:
     table.add_column("p50/p95\nms/batch", justify="right", no_wrap=True)
     for backend in result.backends:
         reference = backend.role == "reference"
-        status = Text("ref" if reference and backend.ok else backend.status,
+        status = _text("ref" if reference and backend.ok else backend.status,
                       style=STATUS_STYLE.get(backend.status, ""))
         if backend.ok and backend.predicted:
             stand_in = backend.description["predicted"].get("stand_in", "?")
-            status = Text(f"predicted\n({stand_in})", style="yellow")
+            status = _text(f"predicted\n({stand_in})", style="yellow")
         flips = "-"
         if backend.flips is not None:
             flips = flips_count(backend.flips)
         latency = backend.measured_latency
         table.add_row(
-            Text(backend.spec),
+            _text(backend.spec),
             status,
             _precision(backend),
             "-" if reference else _number(backend.max_abs),
-            Text(flips, style="bold red" if backend.flips and backend.flips.count else ""),
-            Text("-" if reference else _metric_changes(backend)),
+            _text(flips, style="bold red" if backend.flips and backend.flips.count else ""),
+            _text("-" if reference else _metric_changes(backend)),
             f"{latency.p50_ms:.2f}/{latency.p95_ms:.2f}" if latency else "-",
         )
     return table
@@ -118,7 +125,7 @@ def flips_table(backend: BackendResult, limit: int,
     title = (f"{backend.spec}: {flipped_text(flips, 'decisions')}, closest to the boundary "
              "first")
     # Text, not markup: a spec or a class name with [brackets] prints as it is
-    table = Table(title=Text(title), title_justify="left", min_width=len(title))
+    table = Table(title=_text(title), title_justify="left", min_width=len(title))
     columns = ["sample", "reference score", "candidate score", "margin", "decision"]
     if flips.per_element:
         columns += ELEMENT_COLUMNS
@@ -131,7 +138,7 @@ def flips_table(backend: BackendResult, limit: int,
             _number(record["reference_score"], ".7f"),
             _number(record["candidate_score"], ".7f"),
             _number(record["reference_margin"], ".2e"),
-            Text(change),
+            _text(change),
             *element_cells(flips, record),
         )
     return table
@@ -148,10 +155,10 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
     title = f"{backend.spec}: confusion matrix"
     if backend is not result.reference and reference is not None:
         title += " (change vs reference)"
-    table = Table(title=Text(title), title_justify="left", min_width=len(title))
+    table = Table(title=_text(title), title_justify="left", min_width=len(title))
     table.add_column("true \\ predicted")
     for name in classes:
-        table.add_column(Text(name), justify="right")
+        table.add_column(_text(name), justify="right")
     for i, name in enumerate(classes):
         cells = []
         for j in range(len(classes)):
@@ -164,7 +171,7 @@ def confusion_table(result: AuditResult, backend: BackendResult) -> Table | None
                 if delta:
                     text += f" ({delta:+d})"
             cells.append(text)
-        table.add_row(Text(name), *cells)
+        table.add_row(_text(name), *cells)
     return table
 
 
@@ -189,7 +196,7 @@ def fixes_table(result: AuditResult) -> Table | None:
                          justify="left" if left else "right")
     for row in fix_rows(result, _number):
         fixed = row[0] == "fixed"
-        flips = Text(row[4], style="bold green" if fixed and row[4] == "0" else "")
+        flips = _text(row[4], style="bold green" if fixed and row[4] == "0" else "")
         table.add_row(*row[:4], flips, *row[5:], end_section=fixed)
     return table
 
@@ -205,7 +212,7 @@ def drift_table(result: AuditResult) -> Table | None:
         table.add_column(column, no_wrap=column == "backend",
                          justify="left" if column == "backend" else "right")
     for row in rows:
-        table.add_row(Text(row[0]), *row[1:])
+        table.add_row(_text(row[0]), *row[1:])
     return table
 
 
@@ -225,19 +232,23 @@ def profiles_table(result: AuditResult) -> Table | None:
 
 
 def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> None:
-    console.print(Text(f"model: {result.model['source']}   inputs: {result.inputs['source']}"
+    console.print(_text(f"model: {result.model['source']}   inputs: {result.inputs['source']}"
                        f"   task: {result.task['kind']} on '{result.task['output']}'", style="dim"))
     console.print(summary_table(result))
+    resumed = [b.spec for b in result.backends if b.resumed]
+    if resumed:  # results read back from --out, not run again: say which
+        console.print(_text(f"from the earlier run in this folder (--resume), same data and "
+                           f"settings: {', '.join(resumed)}", style="dim"))
     for backend in result.backends:
         note = predicted_note(backend)
         if note:
-            console.print(Text(note, style="yellow"))
+            console.print(_text(note, style="yellow"))
         if backend.error:
-            console.print(Text(f"{backend.spec}: {backend.status}: {backend.error}",
+            console.print(_text(f"{backend.spec}: {backend.status}: {backend.error}",
                                style=STATUS_STYLE.get(backend.status, "")))
         for name, stats in backend.errors.items():
             if stats.nan_mismatch or stats.inf_mismatch:
-                console.print(Text(
+                console.print(_text(
                     f"{backend.spec}: output '{name}' has {stats.nan_mismatch} NaN and "
                     f"{stats.inf_mismatch} Inf value(s) where the reference differs",
                     style="bold red"))
@@ -251,19 +262,19 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
                                         or reported not in (None, "fp32")):
             stand_in = backend.description.get("predicted", {}).get("stand_in")
             where = f" (measured on its stand-in, {stand_in})" if stand_in else ""
-            console.print(Text.assemble((f"{backend.spec}{where}: ", "bold"),
-                                        fingerprint.evidence))
+            console.print(Text.assemble((plain(f"{backend.spec}{where}: "), "bold"),
+                                        plain(fingerprint.evidence)))
             if told is not None:  # Text, not markup: layer names come from the model file
-                console.print(Text(f"    {told_line(told, fingerprint)}",
+                console.print(_text(f"    {told_line(told, fingerprint)}",
                                    style="bold red" if disputed else "dim"))
         if backend.at_risk_flips:
             risk = backend.at_risk_flips
-            console.print(Text(
+            console.print(_text(
                 f"    {risk['flips_in_at_risk_set']} of its {risk['flips']} flips were among the "
                 f"samples predicted at risk for {risk['precision']}", style="dim"))
     findings = [f for backend in result.backends for f in backend.findings]
     if findings:
-        console.print(Text("silent precision defaults that apply (knowledge base; "
+        console.print(_text("silent precision defaults that apply (knowledge base; "
                            "`modelparity lint` explains each in full)", style="bold"))
         render_findings(findings, console)
     for table in (drift_table(result), fixes_table(result)):
@@ -271,7 +282,7 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
             console.print(table)
     repros = [b for b in result.candidates if b.repro]
     for backend in repros:
-        console.print(Text(f"repro for {backend.spec}: python {backend.repro}", style="dim"))
+        console.print(_text(f"repro for {backend.spec}: python {backend.repro}", style="dim"))
     profiles = profiles_table(result)
     if profiles is not None:
         console.print(profiles)
@@ -291,7 +302,7 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
             if table is not None:
                 parts.append(table)
     if wide:
-        parts.append(Text(f"confusion matrices: {wide:,} classes, too many to print here (up "
+        parts.append(_text(f"confusion matrices: {wide:,} classes, too many to print here (up "
                           f"to {MAX_CONFUSION_CLASSES}); --html shows the most confused pairs, "
                           "report.json the whole matrix", style="dim"))
     if parts:
@@ -299,6 +310,6 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
     flipped = [b for b in result.candidates if b.flips is not None and b.flips.count]
     if flipped:
         names = ", ".join(f"{b.spec} ({b.flips.count})" for b in flipped if b.flips)
-        console.print(Text(f"Decisions flipped on: {names}.", style="bold red"))
+        console.print(_text(f"Decisions flipped on: {names}.", style="bold red"))
     elif result.ok:
-        console.print(Text("No decision flipped on any backend.", style="bold green"))
+        console.print(_text("No decision flipped on any backend.", style="bold green"))
