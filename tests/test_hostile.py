@@ -423,3 +423,30 @@ def test_cases_that_already_held_stay_one_line_and_exit_2(models, data_files, tm
         assert len(message.splitlines()) == 1 and needle in message, message
     else:  # the backend is reported failed; the audit itself finished
         assert "failed" in outcome.stdout and "No decision flipped" not in outcome.stdout
+
+
+@pytest.mark.parametrize("case", ["crash", "hang"])
+def test_an_export_that_crashes_or_hangs_says_what_it_printed(tmp_path, monkeypatch, case):
+    """An export crash pointed at a log in a temporary folder already deleted, and --timeout
+    did not bound the export (a fixed 600 s) (issue 12, item 13)."""
+    pytest.importorskip("torch")
+    (tmp_path / "mp_bad_factory.py").write_text(
+        "import os, sys, time\n"
+        "def crash():\n"
+        "    print('loading the weights from the bucket', file=sys.stderr, flush=True)\n"
+        "    os._exit(3)\n"
+        "def hang():\n"
+        "    print('waiting for the GPU', file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outcome = run(f"mp_bad_factory:{case}", "-b", "emulate:fp16", "--timeout", "5")
+    assert outcome.exit_code == 2, outcome.output
+    message = outcome.stderr.strip()
+    assert len(message.splitlines()) == 1 and "export.log" not in message
+    if case == "crash":
+        assert ("export to ONNX failed (the export process died with exit code 3; its last "
+                "output: loading the weights from the bucket)") in message
+    else:
+        assert ("export to ONNX did not finish within 5 s (--timeout; its last output: "
+                "waiting for the GPU)") in message

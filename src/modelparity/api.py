@@ -116,7 +116,8 @@ def audit(
         workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
         output_folder(workdir)
         prepared = model if isinstance(model, PreparedModel) else prepare_model(
-            model, workdir, allow_pickle=allow_pickle)
+            model, workdir, allow_pickle=allow_pickle, timeout=settings.timeout,
+            keep_log=bool(out))
         if not prepared.signature.inputs:  # nothing to feed, so nothing to compare on
             raise InputError(f"{prepared.source}: the model takes no inputs; an audit compares "
                              f"what backends compute from inputs")

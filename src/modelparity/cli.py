@@ -171,7 +171,8 @@ def run(
              "names or mapping {\"0\": \"cat\"} / {\"cat\": 0}.")] = None,
     timeout: Annotated[float, typer.Option(
         help="Seconds one step of a backend (loading the model, or one batch) may take "
-             "before it is stopped and reported as failed.")] = Settings.timeout,
+             "before it is stopped and reported as failed; also the limit for exporting a "
+             "PyTorch model to ONNX.")] = Settings.timeout,
     warmup: Annotated[int, typer.Option(
         help="Untimed runs of the first batch before latency is measured.")] \
         = Settings.warmup,

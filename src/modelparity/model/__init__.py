@@ -18,11 +18,14 @@ from modelparity.model.signature import Dim, Signature, TensorInfo
 
 
 def prepare_model(
-    model: str, workdir: str, *, timeout: float = 600, allow_pickle: bool = False
+    model: str, workdir: str, *, timeout: float = 600, allow_pickle: bool = False,
+    keep_log: bool = True,
 ) -> PreparedModel:
     """Resolve `model` (ONNX file, .pt2 program or module:factory) into a `PreparedModel`.
 
-    Exports of PyTorch models go to `workdir` (model.onnx, weights.safetensors, export.log).
+    Exports of PyTorch models go to `workdir` (model.onnx, weights.safetensors, export.log),
+    bounded by `timeout` seconds; `keep_log=False` (a temporary workdir) puts the log's last
+    line in a failure's message instead of its soon-deleted path.
     A .pt2 file is only opened with `allow_pickle=True`: torch.export.load unpickles parts of
     it, and unpickling runs whatever code the file carries.
     """
@@ -37,7 +40,8 @@ def prepare_model(
                 f"{model}: loading a torch.export program unpickles parts of the file, which can "
                 "run code; pass --allow-pickle (allow_pickle=True) only for a file you trust"
             )
-        return prepare_torch("exported_program", os.path.abspath(model), model, workdir, timeout)
+        return prepare_torch("exported_program", os.path.abspath(model), model, workdir, timeout,
+                             keep_log)
     if model.lower().endswith(".onnx"):
         if not os.path.isfile(model):
             if os.path.isdir(model):
@@ -47,7 +51,7 @@ def prepare_model(
     if os.path.isfile(model):
         return prepare_onnx(model)
     if is_entry_point(model):
-        return prepare_torch("factory", model, model, workdir, timeout)
+        return prepare_torch("factory", model, model, workdir, timeout, keep_log)
     what = "is a folder" if os.path.isdir(model) else "is not a file or an entry point"
     raise ModelError(f"{model}: {what}; expected {ACCEPTED_FORMS}")
 

@@ -201,8 +201,21 @@ def _handle(conn: Any) -> None:
                          f"{entry}: export to ONNX failed ({exc_text(exc)})"))
 
 
-def prepare_torch(kind: str, entry: str, source: str, workdir: str, timeout: float
-                  ) -> PreparedModel:
+def _log_pointer(log_path: str, keep: bool) -> str:
+    """Where to read more: the log's path if it stays, else its last line (it is deleted with
+    the temporary folder before anyone can open it)."""
+    if keep:
+        return f"log: {log_path}"
+    try:
+        with open(log_path, errors="replace") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError:
+        lines = []
+    return f"its last output: {first_line(lines[-1], 200)}" if lines else "no output"
+
+
+def prepare_torch(kind: str, entry: str, source: str, workdir: str, timeout: float,
+                  keep_log: bool = True) -> PreparedModel:
     """Export a PyTorch model in a child process; the ONNX file, its signature and how a torch
     backend rebuilds the module. `ModelError` (one line) when the export fails."""
     if importlib.util.find_spec("torch") is None:
@@ -217,11 +230,12 @@ def prepare_torch(kind: str, entry: str, source: str, workdir: str, timeout: flo
         try:
             answer = child.receive(timeout)
         except ChildLost as lost:
+            where = _log_pointer(log_path, keep_log)
             if lost.timed_out:
                 raise ModelError(f"{source}: export to ONNX did not finish within {timeout:g} s "
-                                 f"(log: {log_path})") from None
+                                 f"(--timeout; {where})") from None
             raise ModelError(f"{source}: export to ONNX failed (the export process died with "
-                             f"exit code {lost.code}; log: {log_path})") from None
+                             f"exit code {lost.code}; {where})") from None
     finally:
         child.close()
     if isinstance(answer, Failed):
