@@ -450,3 +450,31 @@ def test_an_export_that_crashes_or_hangs_says_what_it_printed(tmp_path, monkeypa
     else:
         assert ("export to ONNX did not finish within 5 s (--timeout; its last output: "
                 "waiting for the GPU)") in message
+
+
+def test_a_bug_of_ours_is_one_line_too(models, data_files):
+    """An unexpected exception (a bug, like the nudenet crash of issue 11) reached the user as
+    a traceback with exit 1, which means "a policy failed". One line, exit 2; --debug shows
+    the traceback."""
+    import subprocess
+    import sys
+
+    planted = ("import modelparity.api as api\n"
+               "def broken(*args, **kwargs):\n"
+               "    raise RuntimeError('planted bug')\n"
+               "api.analyse = broken\n"
+               "import sys\n"
+               "from modelparity.cli import main\n"
+               "sys.argv = ['modelparity', *sys.argv[1:]]\n"
+               "main()\n")
+    args = ["run", models["binary"]["path"], "-b", "emulate:fp16", "-d",
+            data_files["binary"]["data"], "--no-fingerprint", "--warmup", "0"]
+    done = subprocess.run([sys.executable, "-c", planted, *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    message = done.stderr.strip().splitlines()
+    assert message == ["error: internal error (RuntimeError: planted bug); this is a bug in "
+                       "modelparity: run again with --debug for the traceback and report it"]
+    debug = subprocess.run([sys.executable, "-c", planted, *args, "--debug"],
+                           capture_output=True, text=True, timeout=120)
+    assert "Traceback" in debug.stderr and "planted bug" in debug.stderr

@@ -469,7 +469,18 @@ def main() -> None:
     # `timeout` and CI cancellation send SIGTERM, whose default ends the process at once and
     # leaves its workers behind (a hanging one runs on); the workers also die with the parent
     signal.signal(signal.SIGTERM, _interrupted)
-    sys.exit(app())
+    try:
+        sys.exit(app())
+    except Exception as exc:  # a bug of ours: still one line, and the results already written
+        if "--debug" in sys.argv:
+            raise
+        err_console.print(Text.assemble(
+            ("error:", "bold red"), " ", plain(f"internal error ({type(exc).__name__}: "
+                                              f"{' '.join(str(exc).split())[:300]}); this is "
+                                              f"a bug in modelparity: run again with --debug "
+                                              f"for the traceback and report it")),
+            highlight=False, soft_wrap=True)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":
