@@ -38,6 +38,7 @@ from modelparity.inputs import (
     load_labels,
     open_inputs,
 )
+from modelparity.inputs.base import hash_file
 from modelparity.inputs.layout import Layout, resolve_layout
 from modelparity.model import PreparedModel, prepare_model
 from modelparity.model.probe import PROBED_RUNTIMES, probe
@@ -225,11 +226,7 @@ def _per_element(config: TaskConfig, signature: Signature) -> bool:
 def _file_digest(path: str) -> str:
     """The model file's content hash: a module:factory is exported again into --out on every
     run (a new mtime, the same bytes), and a model rewritten in place keeps its size."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return hash_file(path).hexdigest()[:16]
 
 
 def _data_digest(source: InputSource, batch_size: int, layout: Layout) -> str:

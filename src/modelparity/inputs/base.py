@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -295,6 +295,18 @@ def check_inputs(source: InputSource, signature: Signature, batch_size: int,
     conform_batch(first, signature, source.describe())
 
 
+def hash_file(path: str, digest: Any = None) -> Any:
+    """`digest` (a new SHA-256 by default) updated with the file's bytes, read 1 MiB at a
+    time: the one place data and model files are hashed for the run key."""
+    import hashlib
+
+    digest = digest if digest is not None else hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
 def content_digest(source: InputSource, batch_size: int, layout: Layout = DEFAULT_LAYOUT
                    ) -> str:
     """A hash of what the source holds, so `--resume` never reuses results for other data
@@ -311,9 +323,7 @@ def content_digest(source: InputSource, batch_size: int, layout: Layout = DEFAUL
             os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
         for name in files:
             digest.update(os.path.relpath(name, path).encode() + b"\0")
-            with open(name, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            hash_file(name, digest)
         return digest.hexdigest()[:16]
     first = first_call(source, batch_size, layout)
     for name, value in sorted((first or {}).items()):
