@@ -237,9 +237,10 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
               for p in (*plan.candidates, *plan.teacher_forced, *plan.yardsticks)}
              if found else {})
     to_start = [p for p in plan.candidates if saved.get(p.key) is None]
-    workers = _start([ref, *to_start] if found is None else to_start, context, context.source,
-                     plan.settings)
-    try:
+    workers: dict[str, BackendWorker] = {}
+    try:  # started inside: an interrupt while workers load still removes OUT/tmp
+        workers = _start([ref, *to_start] if found is None else to_start, context,
+                         context.source, plan.settings)
         if found is None:
             spool = OutputSpool(os.path.join(context.workdir, "reference"))
             spool.begin(context.key)
