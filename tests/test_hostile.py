@@ -67,6 +67,35 @@ def test_a_factory_is_no_emoji():
     assert "\U0001f3ed" not in outcome.output  # the factory emoji
 
 
+@pytest.mark.parametrize(("feed", "first"), [
+    # seeded per process: the same on every call in the audit's process (which checks
+    # that), other data in every worker
+    ("    rng = np.random.default_rng(os.getpid())\n"
+     "    for _ in range(3):\n"
+     "        yield {'x': rng.random((64, FEATURES), np.float32)}\n", 0),
+    # the same first batch on every call (the run key reads that one), then unseeded
+    ("    yield {'x': np.random.default_rng(0).random((64, FEATURES), np.float32)}\n"
+     "    yield {'x': np.random.rand(64, FEATURES).astype(np.float32)}\n", 64),
+])
+def test_backends_fed_other_inputs_are_refused(models, tmp_path, monkeypatch, feed, first):
+    """Issue 12, item 3: each worker calls a module:function feed itself. The audit's process
+    calls it twice and compares, but a feed can agree with itself there and still give each
+    worker other data; every worker's per-sample input digests are compared with the
+    reference's, whatever the batch size."""
+    features = models["binary"]["x"].shape[1]
+    (tmp_path / "mp_worker_feed.py").write_text(
+        f"import os\nimport numpy as np\nFEATURES = {features}\ndef items():\n{feed}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outcome = run(models["binary"]["path"], "-b", "emulate:fp16", "-d", "mp_worker_feed:items",
+                  "--batch-size", "64", "--no-fingerprint", "--warmup", "0")
+    assert outcome.exit_code == 2, outcome.output
+    message = outcome.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in outcome.output
+    assert message.startswith(f"error: entry point mp_worker_feed:items: fed emulate:fp16 other "
+                              f"inputs than the reference (first at sample {first})"), message
+
+
 def test_spec_text_never_runs_inside_a_repro_script(models, data_files, tmp_path):
     """A spec option with three quotes ended the repro's docstring, and running the repro ran
     what followed (issue 12, item 6). The header is comments now; values are literals."""

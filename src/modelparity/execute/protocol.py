@@ -44,6 +44,7 @@ class Block:
     rows: tuple[int, ...]
     seconds: tuple[float, ...]
     outputs: dict[str, Any]
+    inputs: Any = None  # uint64, one digest per sample of what was fed (`row_digests`)
 
 
 @dataclass(frozen=True)

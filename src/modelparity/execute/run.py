@@ -19,7 +19,7 @@ import numpy as np
 
 from modelparity.decisions import DecisionAccumulator, DecisionHead
 from modelparity.decisions.elements import ElementFlipAccumulator, compare
-from modelparity.errors import ModelParityError
+from modelparity.errors import InputError, ModelParityError
 from modelparity.execute import cache
 from modelparity.execute.outcome import FAILED, OK, SKIPPED, BackendRun
 from modelparity.execute.protocol import Block
@@ -83,7 +83,7 @@ class ReferenceSink:
 
     def update(self, block: Block) -> None:
         outputs = {name: np.asarray(value) for name, value in block.outputs.items()}
-        self.spool.write(outputs)
+        self.spool.write(outputs, block.inputs)
         if self.roundtrip is not None:
             for value in outputs.values():
                 if value.dtype.kind == "f":
@@ -105,8 +105,11 @@ class CompareSink:
 
     def __init__(self, reader: SpoolReader, head: DecisionHead, output: str,
                  samples: int | None, roundtrip: bool, partial: bool = False,
-                 layout: Layout = DEFAULT_LAYOUT) -> None:
+                 layout: Layout = DEFAULT_LAYOUT, where: str = "the inputs",
+                 fed: str = "this backend") -> None:
         self.reader = reader
+        self.where, self.fed = where, fed  # the source and the backend, named if they differ
+        self.seen = 0  # samples compared so far
         self.layout = layout  # a stacked state's slices get errors of their own
         self.head = head
         self.output = output
@@ -125,6 +128,7 @@ class CompareSink:
         if reference is None:
             raise BackendFailed("compare", "mismatch", "returned more samples than the "
                                 "reference")
+        self._check_inputs(block)
         if set(block.outputs) != set(reference):
             raise BackendFailed("compare", "mismatch",
                                 f"outputs {sorted(block.outputs)} do not match the reference's "
@@ -142,6 +146,22 @@ class CompareSink:
             if self.roundtrip is not None and cand.dtype.kind == "f":
                 self.roundtrip.update(cand)
         self._decide(reference[self.output], np.asarray(block.outputs[self.output]))
+
+    def _check_inputs(self, block: Block) -> None:
+        """Every worker reads the inputs itself: a feed that gives each call other data (an
+        unseeded or per-process random generator), or a file rewritten while the audit reads
+        it, would compare backends on different inputs and count bogus flips. Refused."""
+        theirs, rows = self.reader.last_inputs, sum(block.rows)
+        self.seen += rows
+        if theirs is None or block.inputs is None or len(block.inputs) != rows:
+            return
+        differ = np.flatnonzero(np.asarray(block.inputs, dtype=np.uint64) != theirs)
+        if differ.size:
+            raise InputError(
+                f"{self.where}: fed {self.fed} other inputs than the reference (first at "
+                f"sample {self.seen - rows + int(differ[0])}); every backend reads the inputs "
+                f"itself, so they must be the same on every read: seed a feed's random "
+                f"generator, or keep the files unchanged while the audit runs")
 
     def _decide(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         """Per-sample decisions; where the output is decided per element, its flips are
@@ -273,7 +293,8 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
             reader = spool.reader()
             try:
                 sink = CompareSink(reader, context.head, context.output, expected,
-                                   fingerprint, partial=partial, layout=context.layout)
+                                   fingerprint, partial=partial, layout=context.layout,
+                                   where=context.source.describe(), fed=item.text)
                 run = run_backend(item, worker, sink, context.progress, expected or None)
             finally:
                 reader.close()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 MANIFEST = "manifest.json"
+INPUTS = "inputs.bin"  # one uint64 digest per sample of what the reference was fed
 
 
 def _file_name(index: int) -> str:
@@ -27,7 +28,9 @@ class OutputSpool:
         self.dtypes: list[str] = []
         self.chunks: list[tuple[int, list[list[int]]]] = []  # rows, per-sample shape per output
         self.key: str = ""
+        self.has_inputs = False
         self._files: list[Any] = []
+        self._inputs: Any = None
 
     # writing -------------------------------------------------------------------------------
     def begin(self, key: str) -> None:
@@ -37,8 +40,12 @@ class OutputSpool:
             os.remove(manifest)  # an unfinished spool must never look finished
         self.key = key
 
-    def write(self, outputs: dict[str, np.ndarray]) -> None:
+    def write(self, outputs: dict[str, np.ndarray], inputs: np.ndarray | None = None) -> None:
+        """One block's outputs and, where given, its per-sample input digests."""
         if not self._files:
+            self.has_inputs = inputs is not None
+            if self.has_inputs:
+                self._inputs = open(os.path.join(self.directory, INPUTS), "wb")  # noqa: SIM115
             self.names = list(outputs)
             for index, name in enumerate(self.names):
                 self.dtypes.append(outputs[name].dtype.str)
@@ -55,24 +62,32 @@ class OutputSpool:
             shapes.append([int(d) for d in array.shape[1:]])
             self._files[index].write(array.tobytes())
         rows = int(rows or 0)
+        if self.has_inputs:
+            digests = np.asarray(inputs if inputs is not None else (), dtype=np.uint64)
+            if digests.shape != (rows,):
+                raise ValueError(f"{digests.size} input digests for a block of {rows} samples")
+            self._inputs.write(digests.tobytes())
         if self.chunks and self.chunks[-1][1] == shapes:  # same shapes: one longer chunk
             self.chunks[-1] = (self.chunks[-1][0] + rows, shapes)
         else:
             self.chunks.append((rows, shapes))
 
-    def finish(self) -> None:
-        for handle in self._files:
+    def _close(self) -> None:
+        for handle in (*self._files, *([self._inputs] if self._inputs else [])):
             handle.close()
         self._files = []
+        self._inputs = None
+
+    def finish(self) -> None:
+        self._close()
         manifest = {"key": self.key, "names": self.names, "dtypes": self.dtypes,
+                    "inputs": self.has_inputs,
                     "chunks": [[rows, shapes] for rows, shapes in self.chunks]}
         with open(os.path.join(self.directory, MANIFEST), "w") as handle:
             json.dump(manifest, handle)
 
     def abandon(self) -> None:
-        for handle in self._files:
-            handle.close()
-        self._files = []
+        self._close()
 
     # reading -------------------------------------------------------------------------------
     @classmethod
@@ -91,6 +106,10 @@ class OutputSpool:
             spool.names = manifest["names"]
             spool.dtypes = manifest["dtypes"]
             spool.chunks = [(int(rows), shapes) for rows, shapes in manifest["chunks"]]
+            spool.has_inputs = bool(manifest.get("inputs"))
+            if spool.has_inputs and os.path.getsize(os.path.join(directory, INPUTS)) \
+                    != spool.total_rows * 8:
+                return None
             for index, dtype in enumerate(spool.dtypes):  # a truncated file is damaged too
                 expected = sum(rows * math.prod(shapes[index]) for rows, shapes in spool.chunks)
                 path = os.path.join(directory, _file_name(index))
@@ -120,6 +139,9 @@ class SpoolReader:
         self._used = 0  # rows already read from the current chunk
         self._handles = [open(os.path.join(spool.directory, _file_name(i)), "rb")  # noqa: SIM115
                          for i in range(len(spool.names))]
+        self._inputs = open(os.path.join(spool.directory, INPUTS), "rb") \
+            if spool.has_inputs else None  # noqa: SIM115
+        self.last_inputs: np.ndarray | None = None  # the input digests of the rows last read
 
     def read(self, rows: int) -> dict[str, np.ndarray] | None:
         """The next `rows` rows of every output; None when fewer than that are left. Raises
@@ -142,8 +164,10 @@ class SpoolReader:
             shape = (rows, *shapes[index]) if shapes else (rows,)
             count = int(np.prod(shape))
             out[name] = np.fromfile(self._handles[index], dtype=dtype, count=count).reshape(shape)
+        if self._inputs is not None:
+            self.last_inputs = np.fromfile(self._inputs, dtype=np.uint64, count=rows)
         return out
 
     def close(self) -> None:
-        for handle in self._handles:
+        for handle in (*self._handles, *([self._inputs] if self._inputs else [])):
             handle.close()

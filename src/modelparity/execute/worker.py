@@ -39,7 +39,7 @@ from modelparity.execute.protocol import (
 from modelparity.execute.runner import Job
 from modelparity.execute.spool import OutputSpool, SpoolReader
 from modelparity.inputs import conform_batch
-from modelparity.inputs.base import calls, rows_of
+from modelparity.inputs.base import calls, row_digests, rows_of
 from modelparity.inputs.layout import Layout
 from modelparity.serialize import jsonable
 from modelparity.spec import BackendSpec
@@ -57,11 +57,14 @@ class _Block:
         self.rows: list[int] = []
         self.seconds: list[float] = []
         self.outputs: list[dict[str, np.ndarray]] = []
+        self.inputs: list[np.ndarray] = []
         self.bytes = 0
         self.started = time.perf_counter()
 
-    def add(self, rows: int, seconds: float, outputs: dict[str, Any]) -> None:
+    def add(self, rows: int, seconds: float, outputs: dict[str, Any], inputs: np.ndarray
+            ) -> None:
         arrays = {name: np.asarray(value) for name, value in outputs.items()}
+        self.inputs.append(inputs)
         self.rows.append(rows)
         self.seconds.append(seconds)
         self.outputs.append(arrays)
@@ -78,15 +81,17 @@ class _Block:
         report, with the batch it happened in."""
         first = self.outputs[0]
         if len(self.outputs) == 1:
-            return [Block(self.index, tuple(self.rows), tuple(self.seconds), first)]
+            return [Block(self.index, tuple(self.rows), tuple(self.seconds), first,
+                          self.inputs[0])]
         if all(batch[name].shape[1:] == array.shape[1:]
                for batch in self.outputs for name, array in first.items()):
             joined = {name: np.concatenate([batch[name] for batch in self.outputs])
                       for name in first}
-            return [Block(self.index, tuple(self.rows), tuple(self.seconds), joined)]
-        return [Block(self.index + offset, (rows,), (seconds,), outputs)
-                for offset, (rows, seconds, outputs) in
-                enumerate(zip(self.rows, self.seconds, self.outputs, strict=True))]
+            return [Block(self.index, tuple(self.rows), tuple(self.seconds), joined,
+                          np.concatenate(self.inputs))]
+        return [Block(self.index + offset, (rows,), (seconds,), outputs, inputs)
+                for offset, (rows, seconds, outputs, inputs) in
+                enumerate(zip(self.rows, self.seconds, self.outputs, self.inputs, strict=True))]
 
 
 def _send(conn: Connection, block: _Block) -> None:
@@ -118,6 +123,9 @@ def run_job(job: Job, conn: Connection) -> None:
         for index, batch in enumerate(calls(job.source, job.batch_size, layout)):
             stage = f"batch {index}"
             marker.mark(index)
+            # what the source gave, before a carried state fills in: the audit checks that
+            # every backend was fed the same
+            given = row_digests(batch)
             feed = conform_batch(state.fill(batch), signature, where)
             rows = rows_of(feed)
             feed = layout.to_model(feed)
@@ -126,7 +134,7 @@ def run_job(job: Job, conn: Connection) -> None:
             seconds = time.perf_counter() - start
             outputs = layout.to_canonical(outputs)
             state.update(outputs, rows)
-            block.add(rows, seconds, outputs)
+            block.add(rows, seconds, outputs, given)
             if block.full:
                 _send(conn, block)
                 block = _Block(index + 1)

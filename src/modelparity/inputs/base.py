@@ -194,6 +194,41 @@ def rows_of(chunk: Batch) -> int:
     return next((v.shape[0] for v in chunk.values() if np.ndim(v)), 0)
 
 
+def row_digests(chunk: Batch) -> np.ndarray:
+    """One 64-bit digest per sample of what a batch feeds (uint64, `rows_of(chunk)` long):
+    every worker reads the inputs itself, so the audit compares these, sample by sample, to
+    know that every backend was fed the same data whatever its batch size. Scalar inputs, the
+    same for every sample, count in every row."""
+    import hashlib
+
+    rows = rows_of(chunk)
+    digests = np.full(rows, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for name in sorted(chunk):
+        value = np.asarray(chunk[name])
+        seed = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        if value.dtype.kind in "OUSV":  # text or objects: each sample's bytes hashed
+            per_row = value.reshape(rows, -1) if value.ndim else np.repeat(value, rows)
+            column = np.array([int.from_bytes(hashlib.blake2b(
+                repr(row.tolist()).encode(), digest_size=8).digest(), "little")
+                for row in per_row], dtype=np.uint64)
+        else:
+            data = np.ascontiguousarray(value).reshape(rows, -1) if value.ndim else \
+                np.broadcast_to(np.ascontiguousarray(value).reshape(1, -1), (rows, value.size))
+            raw = np.ascontiguousarray(data).view(np.uint8).reshape(rows, -1)
+            pad = -raw.shape[1] % 8
+            if pad:
+                raw = np.concatenate([raw, np.zeros((rows, pad), np.uint8)], axis=1)
+            words = raw.view(np.uint64)
+            # odd weights, one per word, drawn from the name: a word changed anywhere in a
+            # sample, or two swapped, changes its digest (a mix, not a cryptographic hash)
+            weights = np.random.default_rng(seed).integers(0, 2**63, words.shape[1],
+                                                           dtype=np.uint64) * 2 + 1
+            column = (words * weights).sum(axis=1, dtype=np.uint64) \
+                ^ np.uint64(words.shape[1] * 0x100000001B3 % 2**64)
+        digests = digests * np.uint64(0x100000001B3) ^ column ^ np.uint64(seed)
+    return digests
+
+
 def _head(chunk: Batch, rows: int) -> Batch:
     return {k: v[:rows] if np.ndim(v) else v for k, v in chunk.items()}
 
