@@ -50,6 +50,11 @@ class Planted:
         return outputs
 
     def planted(self, outputs) -> None:
+        once = self.options.get("once")  # fail only where this file is not there yet
+        if once is not None:
+            if os.path.exists(once):
+                return
+            open(once, "w").close()
         kind = self.options.get("fail")
         if kind == "crash":
             ctypes.string_at(0)  # a real segfault, as a broken execution provider would cause

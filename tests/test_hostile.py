@@ -4,6 +4,7 @@ rich markup, and `name:factory:` is no emoji."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -51,7 +52,6 @@ def test_brackets_in_user_text_are_not_markup(hostile_model, args, expected):
 
 
 def test_a_model_input_named_like_markup_prints_as_named(hostile_model, tmp_path):
-    import numpy as np
 
     data = tmp_path / "other.npz"
     np.savez(data, y=np.zeros((4, 3), np.float32))
@@ -160,7 +160,6 @@ def test_a_header_that_claims_more_rows_than_the_file_holds(models, tmp_path, co
     import io
     import zipfile
 
-    import numpy as np
 
     features = models["binary"]["x"].shape[1]
     body = io.BytesIO()
@@ -268,7 +267,6 @@ def test_a_report_path_that_is_a_folder_is_refused_before_the_audit(models, data
 def test_float64_values_that_overflow_float32_are_refused(models, tmp_path):
     """float64 inputs beyond float32's range became inf with only a numpy warning; integer
     narrowing was already refused (issue 12, item 13)."""
-    import numpy as np
 
     x = models["binary"]["x"].astype(np.float64)
     x[3, 2] = 1e300
@@ -318,7 +316,6 @@ def test_a_csv_that_is_short_of_values_is_refused(tmp_path, body, expected):
 
 def test_a_model_without_inputs_is_named_as_such(tmp_path):
     """It got "0 inputs, 1000 samples: no samples" (issue 12, item 13)."""
-    import numpy as np
     from onnx import numpy_helper
 
     graph = helper.make_graph(
@@ -419,7 +416,6 @@ def _truncated(models, path):
 
 
 def _pickled(path):
-    import numpy as np
 
     np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     return path
@@ -507,3 +503,63 @@ def test_a_bug_of_ours_is_one_line_too(models, data_files):
     debug = subprocess.run([sys.executable, "-c", planted, *args, "--debug"],
                            capture_output=True, text=True, timeout=120)
     assert "Traceback" in debug.stderr and "planted bug" in debug.stderr
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_run_resumes_to_the_same_report(models, data_files, tmp_path, how,
+                                                       monkeypatch):
+    """Interrupted while a candidate runs (Ctrl-C, or killed outright), then run again with
+    --resume: what had finished comes from disk, the rest runs, and the report is the one an
+    uninterrupted run gives."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(models["binary"]["path"], providers=["CPUExecutionProvider"])
+    negative = np.flatnonzero(session.run(None, {"x": models["binary"]["x"]})[0][:, 0] < 0.5)
+    rows = ",".join(str(r) for r in negative[[0, 40, -1]])  # in batch 0, batch 1 or later
+    once = tmp_path / "hung-once"  # the planted backend hangs in batch 1 the first time only
+    nudged = f"py:planted_backends:make?nudge=0.6&rows={rows}&fail=hang&at=1&once={once}"
+    args = [models["binary"]["path"], "-b", "emulate:fp16", "-b", nudged, "-d",
+            data_files["binary"]["data"], "--batch-size", "64", "--warmup", "0"]
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    parent = subprocess.Popen([sys.executable, "-m", "modelparity.cli", "run", *args,
+                               "--out", str(out)], cwd=os.path.dirname(__file__),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not once.exists() and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    assert once.exists(), parent.communicate()[0].decode()
+    parent.send_signal(getattr(signal, how))
+    parent.wait(timeout=30)
+    assert not (out / "report.json").exists()
+    saved = sorted(p.name for p in (out / "backends").glob("*.json"))
+    assert len(saved) == 2, saved  # the reference and the FP16 emulation had finished
+
+    monkeypatch.chdir(os.path.dirname(__file__))  # where planted_backends is importable
+    resumed = CliRunner().invoke(app, ["run", *args, "--out", str(out), "--resume"],
+                                 terminal_width=200)
+    assert resumed.exit_code == 0, resumed.output
+    assert "from the earlier run in this folder (--resume), same data and settings: ort:cpu, " \
+           "emulate:fp16" in resumed.stdout
+    whole = CliRunner().invoke(app, ["run", *args, "--out", str(fresh)], terminal_width=200)
+    assert whole.exit_code == 0, whole.output
+
+    def findings(folder):
+        report = json.loads((folder / "report.json").read_text())
+        keep = ("spec", "role", "status", "errors", "flips", "metrics", "fingerprint",
+                "findings", "at_risk_flips")
+        backends = [report["reference"], *report["candidates"], *report["profiles"].values()]
+        return [{k: b.get(k) for k in keep} for b in backends], report["at_risk"]
+
+    again, uninterrupted = findings(out), findings(fresh)
+    assert [b["spec"] for b in again[0]] == [b["spec"] for b in uninterrupted[0]]
+    assert len(again[0]) > 3  # the reference, both candidates and the FP32 yardsticks
+    flipped = next(b for b in again[0] if b["spec"].startswith("py:"))["flips"]
+    assert flipped["count"] == 3
+    assert again == uninterrupted
