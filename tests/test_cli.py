@@ -213,6 +213,31 @@ def test_out_that_is_a_file_is_one_line(tmp_path, binary, command):
     assert taken.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_out_that_cannot_be_written_is_one_line(tmp_path, binary, command):
+    """A read-only `--out` (issue 12, item 9). As root, permission bits do not stop a write,
+    so the folder is one root cannot write either: sysfs's /sys/kernel."""
+    import os
+
+    folder = "/sys/kernel"
+    if not os.path.isdir(folder) or _writable(folder):
+        pytest.skip(f"{folder} is not here, or can be written: no read-only folder to try")
+    args = (["run", binary[0], "-b", "emulate:fp16", "--data", binary[1]["data"]]
+            if command == "run" else ["demo"])
+    result = invoke(*args, "--out", folder)
+    assert_one_line_error(result, f"--out {folder}: cannot write there (")
+
+
+def _writable(folder: str) -> bool:
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_timeout_must_be_a_positive_finite_number(binary, value):
     result = invoke("run", binary[0], "-b", "emulate:fp16", "--data", binary[1]["data"],

@@ -422,7 +422,8 @@ def _pickled(path):
 
 
 @pytest.mark.parametrize("case", ["corrupt model", "truncated model", "pickle as data",
-                                  "pickle as labels", "crashing backend", "hanging backend"])
+                                  "pickle in npz", "pickle as labels", "crashing backend",
+                                  "hanging backend"])
 def test_cases_that_already_held_stay_one_line_and_exit_2(models, data_files, tmp_path, case):
     """A sample of the hostile cases that were handled well, so they stay so."""
     model, data = models["binary"]["path"], data_files["binary"]["data"]
@@ -433,6 +434,10 @@ def test_cases_that_already_held_stay_one_line_and_exit_2(models, data_files, tm
         model, needle = str(_truncated(models, tmp_path / "cut.onnx")), "cut.onnx"
     elif case == "pickle as data":
         data, needle = str(_pickled(tmp_path / "obj.npy")), "obj.npy: holds an object array"
+    elif case == "pickle in npz":
+        data = str(tmp_path / "obj.npz")
+        np.savez(data, x=np.array([{"a": 1}, None], dtype=object))
+        needle = "obj.npz"
     elif case == "pickle as labels":
         extra, needle = ["--labels", str(_pickled(tmp_path / "y.npy"))], "y.npy"
     elif case == "crashing backend":
