@@ -34,6 +34,8 @@ class Planted:
         path = model.onnx_path
         if "bf16_before" in self.options:
             path = _round_before(path, self.options["bf16_before"])
+        if "round_at" in self.options or "perturb" in self.options:
+            path = _fault(path, self.options.get("round_at"), self.options.get("perturb"))
         self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
 
@@ -109,6 +111,32 @@ def _round_before(path: str, op_type: str) -> str:
         at = list(graph.node).index(layer) + 1
         graph.node.insert(at, helper.make_node("Cast", [raw], [low], to=TensorProto.BFLOAT16))
         graph.node.insert(at + 1, helper.make_node("Cast", [low], [tensor], to=TensorProto.FLOAT))
+    handle, name = tempfile.mkstemp(suffix=".onnx")
+    os.close(handle)
+    onnx.save(model, name)
+    return name
+
+
+def _fault(path: str, tensor: str | None, weight: str | None) -> str:
+    """One planted fault: `tensor` (a node output) rounded to FP16 where it is written, or the
+    initializer `weight` scaled by 1 + 2^-10, so a test knows the node `locate` must name."""
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    if tensor:
+        layer = next(n for n in graph.node if tensor in n.output)
+        raw, low = f"{tensor}__f32", f"{tensor}__f16"
+        layer.output[list(layer.output).index(tensor)] = raw
+        at = list(graph.node).index(layer) + 1
+        graph.node.insert(at, helper.make_node("Cast", [raw], [low], to=TensorProto.FLOAT16))
+        graph.node.insert(at + 1, helper.make_node("Cast", [low], [tensor], to=TensorProto.FLOAT))
+    if weight:
+        init = next(t for t in graph.initializer if t.name == weight)
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * (1 + 2**-10), weight))
     handle, name = tempfile.mkstemp(suffix=".onnx")
     os.close(handle)
     onnx.save(model, name)

@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "audit": "modelparity.api",
+    "localize": "modelparity.locate",
+    "LocateResult": "modelparity.locate",
     "AuditResult": "modelparity.result",
     "BackendResult": "modelparity.result",
     "BackendSpec": "modelparity.spec",

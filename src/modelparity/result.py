@@ -21,7 +21,7 @@ from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.serialize import jsonable
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"

@@ -162,6 +162,10 @@ class ErrorStats:
     # Elements where the reference is finite and the candidate is NaN or +-Inf: an error of
     # unbounded size, which every error gate must see (they are outside max_abs and the rest).
     nonfinite: int = 0
+    # ||c - r|| / ||r|| over the finite elements: the error at the tensor's own scale, which
+    # per-node localization compares along the graph (a cancellation or a Softmax over large
+    # logits raises it where the inputs' is small). NaN where ||r|| is 0 and c differs.
+    norm_error: float = math.nan
 
     @property
     def max_abs_or_inf(self) -> float:
@@ -182,6 +186,7 @@ class ErrorStats:
             "inf_mismatch": int(self.inf_mismatch),
             "nonfinite": int(self.nonfinite),
             "exact_fraction": json_float(self.exact_fraction),
+            "norm_error": json_float(self.norm_error),
             "log2_rel_hist": self.log2_rel_hist.to_dict(),
             "profile_hist": self.profile_hist.to_dict() if self.profile_hist else None,
         }
@@ -202,6 +207,8 @@ class ErrorStats:
             profile_hist=(Log2Histogram.from_dict(data["profile_hist"])
                           if data.get("profile_hist") else None),
             nonfinite=int(data.get("nonfinite", 0)),
+            norm_error=(math.nan if data.get("norm_error") is None
+                        else float(data["norm_error"])),
         )
 
 
@@ -255,6 +262,7 @@ class ErrorAccumulator:
         self._dot = 0.0
         self._norm_r = 0.0
         self._norm_c = 0.0
+        self._sq_diff = 0.0
         self._nan_mismatch = 0
         self._inf_mismatch = 0
         self._nonfinite = 0
@@ -319,6 +327,7 @@ class ErrorAccumulator:
             self._dot += float(np.einsum("i,i->", r64, c64))
             self._norm_r += float(np.einsum("i,i->", r64, r64))
             self._norm_c += float(np.einsum("i,i->", c64, c64))
+            self._sq_diff += float(np.einsum("i,i->", diff, diff))
             self._hist.add(rel)
             # Saturated in both runs (a sigmoid's or softmax's exact 1.0) says nothing about
             # the precision: every format holds 1 exactly. A map that is mostly 0 and 1 would
@@ -338,6 +347,7 @@ class ErrorAccumulator:
         self._dot += other._dot
         self._norm_r += other._norm_r
         self._norm_c += other._norm_c
+        self._sq_diff += other._sq_diff
         self._nan_mismatch += other._nan_mismatch
         self._inf_mismatch += other._inf_mismatch
         self._nonfinite += other._nonfinite
@@ -380,4 +390,12 @@ class ErrorAccumulator:
                 counts=self._profile_hist.counts.copy(),
                 zero_count=self._profile_hist.zero_count),
             nonfinite=self._nonfinite,
+            norm_error=self._norm_error(),
         )
+
+    def _norm_error(self) -> float:
+        if not self._count:
+            return math.nan
+        if self._norm_r == 0.0:
+            return 0.0 if self._sq_diff == 0.0 else math.nan
+        return math.sqrt(self._sq_diff / self._norm_r)

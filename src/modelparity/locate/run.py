@@ -1,0 +1,138 @@
+"""`localize()`: where in the model a candidate's error comes from.
+
+Two audits on the same first samples, with the pipeline every audit uses (one worker per
+backend, outputs streamed to disk and compared row by row, so memory holds one batch):
+1. the model as it is, on the reference and the candidate, with the fingerprint unless the
+   precision is given: the candidate's flips and the precision its errors are judged against;
+2. the model with its intermediate tensors exposed (`expose`), on the reference, the candidate,
+   an FP32 yardstick (the noise floor, node by node) and an emulation of the candidate's
+   precision (what that precision alone explains, node by node).
+Then `analyse.judge` names the first divergent node and the amplifiers, and the model's own
+outputs are compared between the two audits: exposing intermediates can change what a runtime
+fuses, and so what it computes; the result says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from modelparity.api import audit
+from modelparity.backends import parse_spec
+from modelparity.decisions import TaskConfig
+from modelparity.errors import InputError
+from modelparity.execute.run import Progress
+from modelparity.folders import output_folder
+from modelparity.inputs import FirstSamples, InputSource, open_inputs
+from modelparity.locate.analyse import ROUNDING, TensorError, judge
+from modelparity.locate.expose import expose
+from modelparity.locate.result import FinalOutput, LocateResult
+from modelparity.model import prepare_model
+from modelparity.model.probe import PROBED_RUNTIMES
+from modelparity.plan import DEFAULT_REFERENCE, PROFILE_BACKENDS, Settings
+from modelparity.result import BackendResult
+from modelparity.spec import BackendSpec
+
+PRECISIONS = tuple(ROUNDING)
+FLOOR = PROFILE_BACKENDS["fp32"]  # FP32 noise: ONNX Runtime, basic optimisation, 1 thread
+LOCATE_SAMPLES = 64
+
+
+def localize(
+    model: str,
+    candidate: str | BackendSpec,
+    inputs: str | InputSource | None = None,
+    *,
+    task: str | TaskConfig = "binary",
+    reference: str | BackendSpec = DEFAULT_REFERENCE,
+    precision: str | None = None,
+    samples: int = LOCATE_SAMPLES,
+    batch_size: int = 16,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    timeout: float = Settings.timeout,
+    out: str | None = None,
+    allow_pickle: bool = False,
+    progress: Progress | None = None,
+) -> LocateResult:
+    """Find the node where `candidate`'s error departs from what its precision explains.
+
+    Runs on the first `samples` samples of `inputs` (synthetic ones without). `precision`
+    (fp32, tf32, fp16, bf16) is what the candidate is meant to compute in; by default the
+    fingerprint measures it, and FP32 is assumed where it finds no downcast. With `out`, the
+    two audits' folders and `locate.json` are written there.
+    """
+    spec = candidate if isinstance(candidate, BackendSpec) else parse_spec(candidate)
+    if spec.runtime not in PROBED_RUNTIMES:
+        raise InputError(f"-b {spec.text}: locate compares the ONNX file's tensors, and "
+                         f"{spec.runtime} does not run the ONNX file")
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+    if samples < 1:
+        raise InputError(f"--samples {samples}: expected at least 1")
+    with contextlib.ExitStack() as stack:
+        workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
+        output_folder(workdir)
+        prepared = prepare_model(model, workdir, allow_pickle=allow_pickle, timeout=timeout,
+                                 keep_log=bool(out))
+        source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
+            inputs, prepared.signature, shapes=shapes, samples=samples, seed=seed,
+            value_range=value_range)
+        source = FirstSamples(source, samples)
+        common = {"task": task, "reference": reference, "batch_size": batch_size,
+                  "timeout": timeout, "warmup": 0, "profile_samples": samples,
+                  "progress": progress}
+        plain = audit(prepared, [spec], source, fingerprint=precision is None,
+                      out=os.path.join(out, "plain") if out else None, **common)
+        mine = plain.candidates[0]
+        if not mine.ok:
+            raise InputError(f"{spec.text}: {mine.error}")
+        judged, found = (precision, "given") if precision else _measured(mine)
+        exposure = expose(prepared, workdir)
+        yardsticks = {"floor": FLOOR}
+        if judged != "fp32":
+            yardsticks["explained"] = f"emulate:{judged}"
+        extra = [text for text in yardsticks.values() if parse_spec(text).key != spec.key]
+        exposed = audit(exposure.model, [spec, *extra], source, fingerprint=False,
+                        out=os.path.join(out, "exposed") if out else None, **common)
+        theirs = exposed.candidates[0]
+        if not theirs.ok:
+            raise InputError(f"{spec.text}, with its intermediate tensors as outputs: "
+                             f"{theirs.error}")
+        errors = {role: _errors(exposed.backend(text)) if parse_spec(text).key != spec.key
+                  else _errors(theirs) for role, text in yardsticks.items()}
+        found_nodes = judge(exposure.nodes, exposure.graph_outputs, _errors(theirs), judged,
+                            floor=errors.get("floor"), explained=errors.get("explained"))
+        final = tuple(FinalOutput(name, _norm(theirs, name), _norm(mine, name))
+                      for name in exposure.graph_outputs)
+        result = LocateResult(
+            prepared.source, spec.text, plain.reference.spec, judged, found,
+            int(plain.inputs.get("samples") or samples),
+            found_nodes.nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
+            final, exposure.unmatched, mine.flips.count if mine.flips else None, yardsticks)
+        if out:
+            result.save(os.path.join(out, "locate.json"))
+        return result
+
+
+def _measured(candidate: BackendResult) -> tuple[str, str]:
+    """The precision the fingerprint measured, where it is one `judge` knows."""
+    fingerprint = candidate.fingerprint
+    if fingerprint is None:
+        return "fp32", "assumed (no fingerprint)"
+    verdict = fingerprint.verdict.split()[0]
+    if verdict in PRECISIONS:
+        return verdict, f"fingerprint: {fingerprint.verdict} {fingerprint.confidence:.2f}"
+    return "fp32", f"assumed (fingerprint: {fingerprint.verdict})"
+
+
+def _errors(backend: BackendResult) -> dict[str, TensorError]:
+    return {name: TensorError(stats.norm_error, stats.nonfinite)
+            for name, stats in backend.errors.items()}
+
+
+def _norm(backend: BackendResult, name: str) -> float:
+    stats = backend.errors.get(name)
+    return stats.norm_error if stats is not None else float("nan")
