@@ -96,29 +96,73 @@ def parse_threshold(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+# Options more than one command takes, declared once.
+ModelArgument = Annotated[str, typer.Argument(
+    help="The model: an ONNX file, a torch.export program (.pt2), or a PyTorch "
+         "'module:factory' entry point (exported to ONNX for the ONNX backends).")]
+
+ReferenceOption = Annotated[str, typer.Option(help="The backend every other is compared to.")]
+
+DataOption = Annotated[str | None, typer.Option(
+    "--data", "-d",
+    help="Inputs: .npz (keys = input names), .npy (one input), a folder of .npy/.npz "
+         "shards, .csv/.parquet (tabular), or 'module:function' yielding dicts of arrays. "
+         "Omit for seeded synthetic inputs.")]
+
+ShapeOption = Annotated[list[str] | None, typer.Option(
+    help="Set an input's dynamic dimensions for synthetic data, e.g. x:1x3x224x224 "
+         "(the first dimension is the batch and is ignored).")]
+
+SeedOption = Annotated[int, typer.Option(help="Seed for synthetic inputs.")]
+
+ValueRangeOption = Annotated[str, typer.Option(
+    help="LOW,HIGH of synthetic input values.")]
+
+TaskOption = Annotated[str, typer.Option(
+    help="What the model decides: binary (score > threshold), multiclass (argmax), topk, "
+         "multilabel (per-class thresholds), regression (tolerance), custom.")]
+
+OutputOption = Annotated[str | None, typer.Option(
+    help="The output the decision is made on (default: the first output).")]
+
+ThresholdOption = Annotated[str, typer.Option(
+    help="binary: the threshold; multilabel: one, or one per class separated by commas.")]
+
+LogitsOption = Annotated[bool, typer.Option(
+    help="binary/multilabel: the output is a logit; a sigmoid gives the probability.")]
+
+KOption = Annotated[int, typer.Option(help="topk: how many top classes make the decision.")]
+
+CustomOption = Annotated[str | None, typer.Option(
+    help="custom: 'module:function' mapping an output array (samples first) to one "
+         "decision per sample: numbers, or a string or tuple per sample (a decoded text "
+         "line, a set of boxes), compared as text.")]
+
+TimeoutOption = Annotated[float, typer.Option(
+    help="Seconds one step of a backend (loading the model, or one batch) may take "
+         "before it is stopped and reported as failed; also the limit for exporting a "
+         "PyTorch model to ONNX.")]
+
+DebugOption = Annotated[bool, typer.Option(help="Show tracebacks for errors.")]
+
+AllowPickleOption = Annotated[bool, typer.Option(
+    help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
+         "can run code. Only for files you trust.")]
+
+
 @app.command()
 def run(
-    model: Annotated[str, typer.Argument(
-        help="The model: an ONNX file, a torch.export program (.pt2), or a PyTorch "
-             "'module:factory' entry point (exported to ONNX for the ONNX backends).")],
+    model: ModelArgument,
     backend: Annotated[list[str], typer.Option(
         "--backend", "-b",
         help="A backend to compare against the reference; repeat for several. Spec syntax: "
              + backend_syntax() + ".")],
-    reference: Annotated[str, typer.Option(help="The backend every other is compared to.")]
-        = DEFAULT_REFERENCE,
-    data: Annotated[str | None, typer.Option(
-        "--data", "-d",
-        help="Inputs: .npz (keys = input names), .npy (one input), a folder of .npy/.npz "
-             "shards, .csv/.parquet (tabular), or 'module:function' yielding dicts of arrays. "
-             "Omit for seeded synthetic inputs.")] = None,
-    shape: Annotated[list[str] | None, typer.Option(
-        help="Set an input's dynamic dimensions for synthetic data, e.g. x:1x3x224x224 "
-             "(the first dimension is the batch and is ignored).")] = None,
+    reference: ReferenceOption = DEFAULT_REFERENCE,
+    data: DataOption = None,
+    shape: ShapeOption = None,
     samples: Annotated[int, typer.Option(help="How many synthetic samples.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed for synthetic inputs.")] = 0,
-    value_range: Annotated[str, typer.Option(
-        help="LOW,HIGH of synthetic input values.")] = "-1,1",
+    seed: SeedOption = 0,
+    value_range: ValueRangeOption = "-1,1",
     batch_size: Annotated[int, typer.Option(help="Samples per inference call (a model whose "
                                                  "batch is fixed takes its own).")] \
         = Settings.batch_size,
@@ -137,18 +181,11 @@ def run(
              "recurrent model (e.g. stateN=state); implies --per-item. An item that gives "
              "INPUT starts a new sequence with it. Each backend also runs teacher-forced (fed "
              "the reference's state): the gap is drift. Repeatable.")] = None,
-    task: Annotated[str, typer.Option(
-        help="What the model decides: binary (score > threshold), multiclass (argmax), topk, "
-             "multilabel (per-class thresholds), regression (tolerance), custom.")] = "binary",
-    output: Annotated[str | None, typer.Option(
-        help="The output the decision is made on (default: the first output).")] = None,
-    threshold: Annotated[str, typer.Option(
-        help="binary: the threshold; multilabel: one, or one per class separated by commas.")]
-        = "0.5",
-    logits: Annotated[bool, typer.Option(
-        help="binary/multilabel: the output is a logit; a sigmoid gives the probability.")]
-        = False,
-    k: Annotated[int, typer.Option(help="topk: how many top classes make the decision.")] = 5,
+    task: TaskOption = "binary",
+    output: OutputOption = None,
+    threshold: ThresholdOption = "0.5",
+    logits: LogitsOption = False,
+    k: KOption = 5,
     class_axis: Annotated[int | None, typer.Option(
         help="multiclass on an output of rank > 2: the axis holding the classes, as the model "
              "gives it (2 for [B, T, C] decided per time step, 1 for [B, C, H, W] per pixel); "
@@ -156,11 +193,7 @@ def run(
              "and regression decide such outputs per element.")] = None,
     atol: Annotated[float, typer.Option(help="regression: absolute tolerance.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="regression: relative tolerance.")] = 1e-3,
-    custom: Annotated[str | None, typer.Option(
-        help="custom: 'module:function' mapping an output array (samples first) to one "
-             "decision per sample: numbers, or a string or tuple per sample (a decoded text "
-             "line, a set of boxes), compared as text.")]
-        = None,
+    custom: CustomOption = None,
     labels: Annotated[str | None, typer.Option(
         help="True labels (.npy or .csv), one per sample: adds confusion matrices and "
              "metrics per backend.")] = None,
@@ -169,10 +202,7 @@ def run(
         help="Names of the classes, so flips read 'cat (3) -> dog (5)' instead of '3 -> 5': "
              "a text file with one name per line (line 1 is class 0), or a .json list of "
              "names or mapping {\"0\": \"cat\"} / {\"cat\": 0}.")] = None,
-    timeout: Annotated[float, typer.Option(
-        help="Seconds one step of a backend (loading the model, or one batch) may take "
-             "before it is stopped and reported as failed; also the limit for exporting a "
-             "PyTorch model to ONNX.")] = Settings.timeout,
+    timeout: TimeoutOption = Settings.timeout,
     warmup: Annotated[int, typer.Option(
         help="Untimed runs of the first batch before latency is measured.")] \
         = Settings.warmup,
@@ -189,9 +219,7 @@ def run(
     profile_samples: Annotated[int, typer.Option(
         help="How many samples the emulations and the FP32-noise run use.")] \
         = Settings.profile_samples,
-    allow_pickle: Annotated[bool, typer.Option(
-        help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
-             "can run code. Only for files you trust.")] = False,
+    allow_pickle: AllowPickleOption = False,
     fix: Annotated[bool, typer.Option(
         help="For each backend the knowledge base has a finding for (a silent precision "
              "default such as OpenVINO's BF16), also run its fixed variant and show flips, "
@@ -224,7 +252,7 @@ def run(
              "fingerprints, error histograms with the emulation profiles, score scatter with "
              "the threshold's rounding band, confusion matrices, flips, at-risk counts, "
              "latency.")] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Compare MODEL on each --backend against the reference, on the same inputs.
 
@@ -311,6 +339,75 @@ def finish(result: AuditResult, policies: list, *, show_flips: int, junit: str |
 
 
 @app.command()
+def locate(
+    model: ModelArgument,
+    backend: Annotated[str, typer.Option(
+        "--backend", "-b",
+        help="The backend whose error to locate (one; it must run the ONNX file: ort, "
+             "openvino, emulate, py). Spec syntax: " + backend_syntax() + ".")],
+    precision: Annotated[str | None, typer.Option(
+        help="What the backend is meant to compute in: fp32, tf32, fp16 or bf16. Default: "
+             "what the fingerprint measures (FP32 where it finds no downcast).")] = None,
+    reference: ReferenceOption = DEFAULT_REFERENCE,
+    data: DataOption = None,
+    samples: Annotated[int, typer.Option(
+        help="How many samples (the first ones of --data): every intermediate tensor of each "
+             "is compared, so a few dozen are enough.")] = 64,
+    shape: ShapeOption = None,
+    seed: SeedOption = 0,
+    value_range: ValueRangeOption = "-1,1",
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 16,
+    task: TaskOption = "binary",
+    output: OutputOption = None,
+    threshold: ThresholdOption = "0.5",
+    logits: LogitsOption = False,
+    k: KOption = 5,
+    custom: CustomOption = None,
+    timeout: TimeoutOption = Settings.timeout,
+    out: Annotated[str | None, typer.Option(
+        help="Folder for locate.json (every node's error, in graph order, ready for a chart) "
+             "and the two audits' files.")] = None,
+    every_node: Annotated[bool, typer.Option(
+        "--all", help="List every compared node, not only those that amplify most.")] = False,
+    allow_pickle: AllowPickleOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Find where in MODEL the --backend's error comes from.
+
+    Every intermediate tensor is compared with the reference's, node by
+    node, beside an FP32 run of another implementation (the noise floor)
+    and an emulation of the backend's precision. Names the first node
+    whose error grows far beyond what it inherits and its precision's
+    rounding (an overflow, a cancellation, a Softmax over large logits)
+    with the error reaching the outputs, then the nodes that amplify most
+    and a summary by op type. Exit 0 when it ran, 2 on an error.
+    """
+    from modelparity.decisions import TaskConfig
+    from modelparity.inputs import parse_shape
+    from modelparity.locate import localize
+    from modelparity.report.locate import render_locate
+
+    try:
+        shapes = dict(parse_shape(text) for text in shape or [])
+        config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
+                            logits=logits, k=k, custom=custom)
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as bar:
+            result = localize(model, backend, data, task=config, reference=reference,
+                              precision=precision, samples=samples, batch_size=batch_size,
+                              shapes=shapes, seed=seed, value_range=parse_range(value_range),
+                              timeout=timeout, out=out, allow_pickle=allow_pickle,
+                              progress=BarProgress(bar))
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    render_locate(result, console, every_node=every_node)
+    if out:
+        console.print(Text(plain(f"locate.json: {os.path.join(out, 'locate.json')}"),
+                           style="dim"))
+
+
+@app.command()
 def report(
     path: Annotated[str, typer.Argument(
         help="A report.json written by 'run --out' (or audit(out=...)).")],
@@ -327,7 +424,7 @@ def report(
         = None,
     html: Annotated[str | None, typer.Option("--html", metavar="PATH",
                                              help="Write the HTML report here.")] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Render and gate a saved audit without running anything again.
 
@@ -363,7 +460,7 @@ def lint(
         help="A backend spec to check, as for 'run' (ort:coreml, ort:cuda?use_tf32=0, "
              "openvino:cpu, torch:cuda, coreml:all, ...); repeat for several. Options named "
              "env.NAME=value stand for environment variables.")],
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Explain the silent precision defaults a backend runs into, and the fix.
 
@@ -398,7 +495,7 @@ def lint(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's models, data and reports.")]
         = Path("modelparity-demo"),
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Show silent downcasts flipping decisions, on two small models built here.
 
@@ -438,7 +535,7 @@ def fp(
     formats: Annotated[str, typer.Option(
         help="Comma-separated float formats: fp32, fp16, bf16, tf32, fp8_e5m2 (aliases "
              "float32, float16, half, bfloat16, tfloat32).")] = "fp32,fp16,bf16,tf32",
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Show how VALUE is stored in FP32, FP16, BF16 and TF32, and which scores flip.
 

@@ -153,6 +153,8 @@ def _per_sample(kind: Any, fixed: int | None) -> str | None:
         return None
     if fixed is not None and first.HasField("dim_value") and first.dim_value == fixed:
         return None
-    if first.HasField("dim_value") or first.dim_param:
-        return "its first axis is not the samples' (computed from weights, or reshaped)"
-    return "its first axis cannot be inferred (a Reshape or a data-dependent shape)"
+    if first.HasField("dim_value"):
+        return "its first axis has a fixed size (computed from weights only, or reshaped)"
+    if first.dim_param:
+        return "its first axis is not the samples' (a Reshape or a data-dependent shape)"
+    return "its first axis cannot be inferred"

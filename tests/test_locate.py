@@ -1,0 +1,232 @@
+"""`modelparity locate` (issue 13, part 1): planted faults on models built here, each at a known
+node, run through the real pipeline (ONNX Runtime workers, the emulations, the `py:` plugin that
+plants the fault), and the node must be named first."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+import modelparity
+from modelparity.cli import app
+from modelparity.locate import LocateResult, Node
+from modelparity.locate.analyse import TensorError, judge
+
+HERE = os.path.dirname(__file__)
+PLANTED = "py:planted_backends:make"
+
+
+def _save(nodes, inputs, outputs, inits, path):
+    graph = helper.make_graph(nodes, "located", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _mlp(path, *, shift: float = 0.0, depth: int = 5) -> str:
+    """x[N, 8] -> depth x (Gemm 24 + Relu) -> MatMul 3 (+ shift) -> Softmax."""
+    rng = np.random.default_rng(0)
+    nodes, inits, prev, width = [], [], "x", 8
+    for i in range(depth):
+        inits += [numpy_helper.from_array(
+            (rng.normal(size=(width, 24)) / np.sqrt(width)).astype(np.float32), f"W{i}"),
+            numpy_helper.from_array((rng.normal(size=24) * 0.1).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"h{i}"], name=f"fc{i}"),
+                  helper.make_node("Relu", [f"h{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev, width = f"r{i}", 24
+    inits.append(numpy_helper.from_array(
+        (rng.normal(size=(24, 3)) / 5).astype(np.float32), "Wout"))
+    nodes.append(helper.make_node("MatMul", [prev, "Wout"], ["logits"], name="head"))
+    if shift:  # large logits with small differences: a Softmax that FP16 cannot carry
+        inits.append(numpy_helper.from_array(np.array(shift, np.float32), "shift"))
+        nodes.append(helper.make_node("Add", ["logits", "shift"], ["shifted"], name="shift"))
+    nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["prob"], name="softmax",
+                                  axis=1))
+    return _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                 [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 3])],
+                 inits, path)
+
+
+def _cnn(path) -> str:
+    """x[N, 1, 12, 12] -> Conv 4 -> Relu -> Conv 4 -> Relu -> GlobalAveragePool -> Flatten ->
+    Gemm 3 -> Softmax."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.normal(size=(4, 1, 3, 3)) / 3).astype(np.float32),
+                                     "K1"),
+             numpy_helper.from_array((rng.normal(size=(4, 4, 3, 3)) / 6).astype(np.float32),
+                                     "K2"),
+             numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "K1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a1"], name="act1"),
+             helper.make_node("Conv", ["a1", "K2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["a2"], name="act2"),
+             helper.make_node("GlobalAveragePool", ["a2"], ["pooled"], name="pool"),
+             helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "W", "b"], ["logits"], name="fc"),
+             helper.make_node("Softmax", ["logits"], ["prob"], name="softmax", axis=1)]
+    return _save(nodes,
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 12, 12])],
+                 [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 3])],
+                 inits, path)
+
+
+@pytest.fixture(scope="module")
+def located_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("located")
+    return {"mlp": _mlp(folder / "mlp.onnx"), "cnn": _cnn(folder / "cnn.onnx"),
+            "shifted": _mlp(folder / "shifted.onnx", shift=1000.0, depth=2)}
+
+
+@pytest.fixture
+def planted_here(monkeypatch):
+    monkeypatch.chdir(HERE)  # the `py:` plugin imports planted_backends from here
+
+
+@pytest.mark.parametrize(("model", "fault", "named"), [
+    ("mlp", "round_at=h0", "fc0"),  # the first layer
+    ("mlp", "round_at=h2", "fc2"),  # the middle
+    ("mlp", "round_at=r4", "relu4"),  # the last hidden activation
+    ("mlp", "perturb=W3", "fc3"),  # one weight
+    ("cnn", "round_at=c2", "conv2"),
+    ("cnn", "perturb=W", "fc"),
+])
+def test_a_planted_fault_is_named_first(located_models, planted_here, model, fault, named):
+    """An FP32 backend with one node's output rounded to FP16, or one weight off by 2^-10:
+    that node is the first divergent one, and leads the amplifiers."""
+    result = modelparity.localize(located_models[model], f"{PLANTED}?{fault}",
+                                  task="multiclass", precision="fp32", samples=32)
+    assert result.first == named, [(n.node, n.gain) for n in result.nodes]
+    assert result.amplifiers[0] == named
+    before = [n for n in result.nodes if n.index < result.node(named).index]
+    assert all(n.error <= 2 * max(n.floor, 2.0**-24) for n in before)
+    assert not result.exposure_changed
+
+
+def test_a_softmax_over_large_logits_is_named_under_fp16(located_models):
+    """Logits near 1000 that differ by a few units: FP16 stores them to 0.5, and the Softmax
+    turns that into an error ~40x FP16's rounding. The fingerprint measures FP16, and the
+    Softmax is named; every other node stays within FP16 rounding of what it inherits."""
+    result = modelparity.localize(located_models["shifted"], "emulate:fp16",
+                                  task="multiclass", samples=48)
+    assert result.precision == "fp16" and result.precision_from.startswith("fingerprint: fp16")
+    assert result.first == "softmax"
+    softmax = result.node("softmax")
+    assert softmax.error > 16 * 2.0**-11
+    assert all(n.gain < 2 for n in result.nodes if n.node != "softmax")
+    assert softmax.explained == softmax.error  # the candidate is the emulation itself
+
+
+def test_fp16_everywhere_is_rounding_not_a_divergence(located_models):
+    """Under FP16 every node leaves the FP32 floor; judged against FP16's rounding none
+    amplifies it. Judged against FP32, the first layer would be blamed: the precision the
+    errors are judged against is what makes the answer useful."""
+    as_fp16 = modelparity.localize(located_models["mlp"], "emulate:fp16", task="multiclass",
+                                   precision="fp16", samples=32)
+    assert as_fp16.first is None
+    assert all(n.error > 2.0**-16 for n in as_fp16.nodes)  # all far above FP32 noise
+    as_fp32 = modelparity.localize(located_models["mlp"], "emulate:fp16", task="multiclass",
+                                   precision="fp32", samples=32)
+    assert as_fp32.first == "fc0"
+
+
+def test_tensors_that_cannot_be_compared_are_listed(tmp_path):
+    """A tensor computed from weights only has no row per sample, and one reshaped with -1
+    has a first axis nobody can infer: listed with the reason; the rest is still compared."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 4)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array([-1, 2], np.int64), "to")]
+    nodes = [helper.make_node("Transpose", ["W"], ["Wt"], name="transpose", perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "W"], ["y"], name="matmul"),
+             helper.make_node("Reshape", ["y", "to"], ["folded"], name="fold"),
+             helper.make_node("Sigmoid", ["folded"], ["s"], name="sigmoid"),
+             helper.make_node("ReduceSum", ["s"], ["total"], name="sum", keepdims=0),
+             helper.make_node("MatMul", ["Wt", "W"], ["gram"], name="gram")]
+    path = _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                 inits, tmp_path / "odd.onnx")
+    result = modelparity.localize(path, "emulate:bf16", task="regression", precision="bf16",
+                                  samples=16)
+    why = dict(result.unmatched)
+    assert set(why) >= {"Wt", "folded", "s", "gram"}
+    assert why["Wt"].startswith("its first axis has a fixed size")
+    assert why["folded"].startswith("its first axis is not the samples'")
+    assert [n.node for n in result.nodes] == ["matmul"]
+
+
+def test_a_node_whose_error_dies_out_is_not_the_divergence():
+    """Pure: a jump in a branch whose error never reaches an output (it is multiplied by
+    zero, clipped away) is not named; one that reaches it is."""
+    nodes = [Node("a", "MatMul", 0, 1, ("x", "W"), ("ta",), ("ta",)),
+             Node("b", "Exp", 1, 2, ("ta",), ("tb",), ("tb",)),
+             Node("c", "Mul", 2, 3, ("tb", "zero"), ("tc",), ("tc",)),
+             Node("d", "Add", 3, 4, ("ta", "tc"), ("out",), ("out",))]
+    quiet = {"ta": TensorError(1e-7), "tb": TensorError(1e-3), "tc": TensorError(0.0),
+             "out": TensorError(1e-7)}
+    floor = {name: TensorError(1e-7) for name in quiet}
+    assert judge(nodes, ["out"], quiet, "fp32", floor=floor).first is None
+    loud = {**quiet, "tc": TensorError(1e-3), "out": TensorError(1e-3)}
+    found = judge(nodes, ["out"], loud, "fp32", floor=floor)
+    assert found.first == "b"
+    assert math.isclose(found.nodes[1].gain, 1e-3 / 1e-7)
+
+
+def test_locate_json_loads_back(located_models, planted_here, tmp_path):
+    out = tmp_path / "out"
+    result = modelparity.localize(located_models["cnn"], f"{PLANTED}?round_at=c1",
+                                  task="multiclass", precision="fp32", samples=8,
+                                  out=str(out))
+    loaded = LocateResult.load(str(out / "locate.json"))
+    assert loaded == result
+    assert loaded.first == "conv1"
+
+
+def test_locate_on_the_command_line(located_models, planted_here, tmp_path):
+    outcome = CliRunner().invoke(app, ["locate", located_models["mlp"], "-b",
+                                       f"{PLANTED}?round_at=h2", "--precision", "fp32",
+                                       "--task", "multiclass", "--samples", "16",
+                                       "--out", str(tmp_path / "o")], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    assert "first divergent node: fc2 (Gemm, depth 5)" in outcome.stdout
+    assert "the nodes that amplify error most" in outcome.stdout
+    assert (tmp_path / "o" / "locate.json").exists()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["-b", "torch:cpu"], "-b torch:cpu: locate compares the ONNX file's tensors"),
+    (["-b", "emulate:fp16", "--precision", "fp8"], "--precision fp8: expected one of"),
+    (["-b", "emulate:fp16", "--samples", "0"], "--samples 0: expected at least 1"),
+])
+def test_locate_refuses_bad_options_in_one_line(located_models, args, needle):
+    outcome = CliRunner().invoke(app, ["locate", located_models["mlp"], *args])
+    assert outcome.exit_code == 2, outcome.output
+    message = outcome.stderr.strip()
+    assert len(message.splitlines()) == 1 and needle in message, message
+
+
+def test_hostile_node_names_are_shown_not_obeyed(tmp_path):
+    """Node and tensor names come from the model file: escapes are shown, not obeyed."""
+    hostile = "\x1b[31mfc\x1b]0;pwned\x07"
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 2)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array(500.0, np.float32), "shift")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["[bold]h"], name=hostile),
+             helper.make_node("Add", ["[bold]h", "shift"], ["z"], name="add"),
+             helper.make_node("Softmax", ["z"], ["p"], name="softmax", axis=1)]
+    path = _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                 [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 2])],
+                 inits, tmp_path / "hostile.onnx")
+    outcome = CliRunner().invoke(app, ["locate", path, "-b", "emulate:fp16", "--precision",
+                                       "fp16", "--task", "multiclass", "--samples", "16",
+                                       "--all"], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    assert "\x1b" not in outcome.output and "\x07" not in outcome.output
+    assert "\\x1b[31mfc\\x1b]0;pwned\\x07" in outcome.stdout
