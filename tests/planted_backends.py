@@ -127,15 +127,15 @@ def _fault(path: str, tensor: str | None, weight: str | None) -> str:
 
     model = onnx.load(path)
     graph = model.graph
-    if tensor:
-        layer = next(n for n in graph.node if tensor in n.output)
+    layer = next((n for n in graph.node if tensor in n.output), None) if tensor else None
+    if layer is not None:  # a model cut from the graph may not hold that node
         raw, low = f"{tensor}__f32", f"{tensor}__f16"
         layer.output[list(layer.output).index(tensor)] = raw
         at = list(graph.node).index(layer) + 1
         graph.node.insert(at, helper.make_node("Cast", [raw], [low], to=TensorProto.FLOAT16))
         graph.node.insert(at + 1, helper.make_node("Cast", [low], [tensor], to=TensorProto.FLOAT))
-    if weight:
-        init = next(t for t in graph.initializer if t.name == weight)
+    init = next((t for t in graph.initializer if t.name == weight), None) if weight else None
+    if init is not None:
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * (1 + 2**-10), weight))
     handle, name = tempfile.mkstemp(suffix=".onnx")
     os.close(handle)

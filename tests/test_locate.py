@@ -230,3 +230,19 @@ def test_hostile_node_names_are_shown_not_obeyed(tmp_path):
     assert outcome.exit_code == 0, outcome.output
     assert "\x1b" not in outcome.output and "\x07" not in outcome.output
     assert "\\x1b[31mfc\\x1b]0;pwned\\x07" in outcome.stdout
+
+
+def test_isolated_mode_separates_own_error_from_inherited(located_models, planted_here):
+    """--isolate: the suspects run alone on the candidate, fed the reference's values of what
+    they read. The planted node keeps its error alone; the nodes after it, which only inherit
+    it, have none of their own."""
+    result = modelparity.localize(located_models["mlp"], f"{PLANTED}?round_at=h2",
+                                  task="multiclass", precision="fp32", samples=16,
+                                  isolate=True)
+    planted = result.node("fc2")
+    assert planted.isolated == pytest.approx(planted.error, rel=1e-6) and planted.error > 1e-5
+    downstream = [n for n in result.nodes
+                  if n.node in result.amplifiers and n.node != "fc2"]
+    assert downstream
+    assert all(n.error > 1e-5 and n.isolated == 0.0 for n in downstream)
+    assert result.not_isolated == ()

@@ -369,6 +369,11 @@ def locate(
              "and the two audits' files.")] = None,
     every_node: Annotated[bool, typer.Option(
         "--all", help="List every compared node, not only those that amplify most.")] = False,
+    isolate: Annotated[bool, typer.Option(
+        "--isolate", help="Also run the first divergent node and the largest amplifiers "
+                          "alone on the backend, fed the reference's values of what they "
+                          "read: each one's own error, apart from what it inherits (column "
+                          "'alone').")] = False,
     allow_pickle: AllowPickleOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -398,7 +403,7 @@ def locate(
                               precision=precision, samples=samples, batch_size=batch_size,
                               shapes=shapes, seed=seed, value_range=parse_range(value_range),
                               timeout=timeout, out=out, allow_pickle=allow_pickle,
-                              progress=BarProgress(bar))
+                              isolate=isolate, progress=BarProgress(bar))
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     render_locate(result, console, every_node=every_node)

@@ -123,6 +123,30 @@ class OutputSpool:
     def total_rows(self) -> int:
         return sum(rows for rows, _ in self.chunks)
 
+    def columns(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Whole outputs, every row, for a spool whose per-sample shapes never change (a few
+        samples' intermediate tensors, which `locate --isolate` feeds back to single nodes)."""
+        if len(self.chunks) > 1:
+            raise ValueError("the spooled outputs change shape between blocks")
+        rows, shapes = self.chunks[0] if self.chunks else (0, [[] for _ in self.names])
+        out = {}
+        for name in names:
+            index = self.names.index(name)
+            data = np.fromfile(os.path.join(self.directory, _file_name(index)),
+                               dtype=np.dtype(self.dtypes[index]))
+            out[name] = data.reshape((rows, *shapes[index]))
+        return out
+
+    @classmethod
+    def finished(cls, directory: str) -> OutputSpool | None:
+        """The finished spool in `directory`, whatever run made it, or None."""
+        try:
+            with open(os.path.join(directory, MANIFEST)) as handle:
+                key = json.load(handle).get("key", "")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return cls.load(directory, str(key))
+
     def reader(self) -> SpoolReader:
         """The reference outputs again, read in any number of rows at a time."""
         return SpoolReader(self)

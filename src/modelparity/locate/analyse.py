@@ -53,13 +53,14 @@ class NodeError:
     inherited: float  # the largest error among the tensors it reads
     gain: float  # error / max(inherited, rounding, floor)
     nonfinite: int = 0  # values finite in the reference, NaN or inf here
+    isolated: float = math.nan  # its error run alone on the reference's inputs (--isolate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "op_type": self.op_type, "index": self.index,
                 "depth": self.depth, "tensor": self.tensor, "error": json_float(self.error),
                 "floor": json_float(self.floor), "explained": json_float(self.explained),
                 "inherited": json_float(self.inherited), "gain": json_float(self.gain),
-                "nonfinite": self.nonfinite}
+                "nonfinite": self.nonfinite, "isolated": json_float(self.isolated)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeError:
@@ -70,7 +71,7 @@ class NodeError:
         return cls(str(data["node"]), str(data["op_type"]), int(data["index"]),
                    int(data["depth"]), str(data["tensor"]), number("error"), number("floor"),
                    number("explained"), number("inherited"), number("gain"),
-                   int(data.get("nonfinite", 0)))
+                   int(data.get("nonfinite", 0)), number("isolated"))
 
 
 @dataclass(frozen=True)

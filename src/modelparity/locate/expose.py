@@ -115,8 +115,10 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
         nodes.append(Node(_node_name(node, index), node.op_type, index, level,
                           tuple(n for n in node.input if n),
                           tuple(n for n in node.output if n), tuple(mine)))
-    for info in exposed:
-        graph.output.append(helper.make_tensor_value_info(info.name, _elem(info.dtype), None))
+    inferred_values = {v.name: v for v in inferred.graph.value_info}
+    for info in exposed:  # with the inferred shape: a node cut out of the graph needs it
+        graph.output.append(inferred_values[info.name] if info.name in inferred_values else
+                            helper.make_tensor_value_info(info.name, _elem(info.dtype), None))
     path = os.path.join(workdir, "model.exposed.onnx")
     onnx.save(model, path)
     signature = dataclasses.replace(prepared.signature,

@@ -57,6 +57,7 @@ class LocateResult:
     unmatched: tuple[tuple[str, str], ...] = field(default=())
     flips: int | None = None  # the candidate's flips on these samples, intermediates hidden
     yardsticks: dict[str, str] = field(default_factory=dict)  # floor/explained -> spec run
+    not_isolated: tuple[tuple[str, str], ...] = field(default=())  # (node, why), --isolate
 
     @property
     def exposure_changed(self) -> bool:
@@ -79,6 +80,7 @@ class LocateResult:
                 "exposure_changed": self.exposure_changed,
                 "unmatched": [{"tensor": t, "why": why} for t, why in self.unmatched],
                 "flips": self.flips, "yardsticks": self.yardsticks,
+                "not_isolated": [{"node": n, "why": why} for n, why in self.not_isolated],
                 # error growth along the graph, ready for a chart: one row per node
                 "nodes": [n.to_dict() for n in self.nodes]}
 
@@ -91,7 +93,8 @@ class LocateResult:
                    tuple(OpSummary.from_dict(s) for s in data.get("by_op") or ()),
                    tuple(FinalOutput.from_dict(f) for f in data.get("final") or ()),
                    tuple((u["tensor"], u["why"]) for u in data.get("unmatched") or ()),
-                   data.get("flips"), dict(data.get("yardsticks") or {}))
+                   data.get("flips"), dict(data.get("yardsticks") or {}),
+                   tuple((u["node"], u["why"]) for u in data.get("not_isolated") or ()))
 
     def save(self, path: str) -> str:
         tmp = path + ".tmp"

@@ -15,8 +15,10 @@ fuses, and so what it computes; the result says so.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
+from typing import Any
 
 from modelparity.api import audit
 from modelparity.backends import parse_spec
@@ -25,16 +27,18 @@ from modelparity.errors import InputError
 from modelparity.execute.run import Progress
 from modelparity.folders import output_folder
 from modelparity.inputs import FirstSamples, InputSource, open_inputs
-from modelparity.locate.analyse import ROUNDING, TensorError, judge
-from modelparity.locate.expose import expose
+from modelparity.locate.analyse import ROUNDING, Localization, NodeError, TensorError, judge
+from modelparity.locate.expose import Exposure, expose
+from modelparity.locate.isolate import isolate as isolate_nodes
 from modelparity.locate.result import FinalOutput, LocateResult
 from modelparity.model import prepare_model
 from modelparity.model.probe import PROBED_RUNTIMES
 from modelparity.plan import DEFAULT_REFERENCE, PROFILE_BACKENDS, Settings
-from modelparity.result import BackendResult
+from modelparity.result import AuditResult, BackendResult
 from modelparity.spec import BackendSpec
 
 PRECISIONS = tuple(ROUNDING)
+ISOLATED = 5  # suspects run alone with --isolate
 FLOOR = PROFILE_BACKENDS["fp32"]  # FP32 noise: ONNX Runtime, basic optimisation, 1 thread
 LOCATE_SAMPLES = 64
 
@@ -55,6 +59,7 @@ def localize(
     timeout: float = Settings.timeout,
     out: str | None = None,
     allow_pickle: bool = False,
+    isolate: bool = False,
     progress: Progress | None = None,
 ) -> LocateResult:
     """Find the node where `candidate`'s error departs from what its precision explains.
@@ -62,7 +67,9 @@ def localize(
     Runs on the first `samples` samples of `inputs` (synthetic ones without). `precision`
     (fp32, tf32, fp16, bf16) is what the candidate is meant to compute in; by default the
     fingerprint measures it, and FP32 is assumed where it finds no downcast. With `out`, the
-    two audits' folders and `locate.json` are written there.
+    two audits' folders and `locate.json` are written there. With `isolate`, the first
+    divergent node and the largest amplifiers also run alone on the candidate, fed the
+    reference's values of what they read: their own error, apart from what they inherit.
     """
     spec = candidate if isinstance(candidate, BackendSpec) else parse_spec(candidate)
     if spec.runtime not in PROBED_RUNTIMES:
@@ -95,8 +102,9 @@ def localize(
         if judged != "fp32":
             yardsticks["explained"] = f"emulate:{judged}"
         extra = [text for text in yardsticks.values() if parse_spec(text).key != spec.key]
+        exposed_dir = os.path.join(workdir, "exposed")  # --isolate reads its spool
         exposed = audit(exposure.model, [spec, *extra], source, fingerprint=False,
-                        out=os.path.join(out, "exposed") if out else None, **common)
+                        out=exposed_dir, **common)
         theirs = exposed.candidates[0]
         if not theirs.ok:
             raise InputError(f"{spec.text}, with its intermediate tensors as outputs: "
@@ -105,16 +113,40 @@ def localize(
                   else _errors(theirs) for role, text in yardsticks.items()}
         found_nodes = judge(exposure.nodes, exposure.graph_outputs, _errors(theirs), judged,
                             floor=errors.get("floor"), explained=errors.get("explained"))
+        nodes, not_isolated = found_nodes.nodes, ()
+        if isolate:
+            nodes, not_isolated = _isolated(exposure, found_nodes, exposed_dir, source,
+                                            batch_size, workdir, spec, common)
         final = tuple(FinalOutput(name, _norm(theirs, name), _norm(mine, name))
                       for name in exposure.graph_outputs)
         result = LocateResult(
             prepared.source, spec.text, plain.reference.spec, judged, found,
             int(plain.inputs.get("samples") or samples),
-            found_nodes.nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
-            final, exposure.unmatched, mine.flips.count if mine.flips else None, yardsticks)
+            nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
+            final, exposure.unmatched, mine.flips.count if mine.flips else None, yardsticks,
+            not_isolated)
         if out:
             result.save(os.path.join(out, "locate.json"))
         return result
+
+
+def _isolated(exposure: Exposure, found: Localization, exposed_dir: str, source: InputSource,
+              batch_size: int, workdir: str, spec: BackendSpec, common: dict[str, Any]
+              ) -> tuple[tuple[NodeError, ...], tuple[tuple[str, str], ...]]:
+    """The suspects (the first divergent node, then the amplifiers) run alone."""
+    names = list(dict.fromkeys([*([found.first] if found.first else []),
+                                *found.amplifiers]))[:ISOLATED]
+    by_name = {n.node: n for n in found.nodes}
+
+    def run(path: str, data: str, task: TaskConfig) -> AuditResult:
+        return audit(path, [spec], data, fingerprint=False,
+                     **{**common, "task": task, "progress": None})
+
+    own = isolate_nodes(exposure, [by_name[n] for n in names], os.path.join(
+        exposed_dir, "reference"), source, batch_size, workdir, run)
+    nodes = tuple(dataclasses.replace(n, isolated=own[n.node])
+                  if isinstance(own.get(n.node), float) else n for n in found.nodes)
+    return nodes, tuple((n, str(why)) for n, why in own.items() if isinstance(why, str))
 
 
 def _measured(candidate: BackendResult) -> tuple[str, str]:

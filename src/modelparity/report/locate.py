@@ -35,17 +35,19 @@ def _gain(value: float) -> str:
 
 def nodes_table(result: LocateResult, nodes: list[NodeError]) -> Table:
     explained = f"{result.precision} emulation" if "explained" in result.yardsticks else None
+    alone = any(not math.isnan(n.isolated) for n in nodes)
     table = Table(show_edge=False, pad_edge=False)
     for column in ("node", "op", "depth", "error", "FP32 floor", *([explained] if explained
                                                                    else []),
-                   "inherited", "gain"):
+                   "inherited", "gain", *(["alone"] if alone else [])):
         table.add_column(column, justify="left" if column in ("node", "op") else "right")
     for node in nodes:
         style = "bold red" if node.node == result.first else ""
         table.add_row(_text(node.node, style), _text(node.op_type), str(node.depth),
                       _number(node.error) if not node.nonfinite else f"inf ({node.nonfinite})",
                       _number(node.floor), *([_number(node.explained)] if explained else []),
-                      _number(node.inherited), _gain(node.gain))
+                      _number(node.inherited), _gain(node.gain),
+                      *([_number(node.isolated)] if alone else []))
     return table
 
 
@@ -75,7 +77,10 @@ def render_locate(result: LocateResult, console: Console, *, every_node: bool = 
             f"{_number(node.error)} at '{node.tensor}', {_gain(node.gain)} the largest of "
             f"what it inherits ({_number(node.inherited)}), {result.precision} rounding "
             f"({_number(ROUNDING[result.precision])}) and the FP32 floor "
-            f"({_number(node.floor)}); the error reaches the outputs", "bold red"))
+            f"({_number(node.floor)}); the error reaches the outputs"
+            + (f"; run alone on the reference's inputs, its own error is "
+               f"{_number(node.isolated)}" if not math.isnan(node.isolated) else ""),
+            "bold red"))
     else:
         console.print(_text(f"no node amplifies the error it inherits by x{GAIN:g} or more "
                             f"with the error reaching the outputs: what differs is "
@@ -95,6 +100,8 @@ def render_locate(result: LocateResult, console: Console, *, every_node: bool = 
                 f"'{final.name}': error {_number(final.plain)} as shipped, "
                 f"{_number(final.exposed)} with them exposed; the runtime computes it "
                 f"otherwise (other fusions), so read the node errors with care", "yellow"))
+    for name, why in result.not_isolated:
+        console.print(_text(f"not run alone: {name}: {why}", "dim"))
     if result.unmatched:
         listed = "; ".join(f"'{name}': {why}" for name, why in
                            result.unmatched[:UNMATCHED_LISTED])
