@@ -246,3 +246,72 @@ def test_isolated_mode_separates_own_error_from_inherited(located_models, plante
     assert downstream
     assert all(n.error > 1e-5 and n.isolated == 0.0 for n in downstream)
     assert result.not_isolated == ()
+
+
+def test_keep_fp32_removes_the_flips_with_a_handful_of_nodes(located_models, tmp_path):
+    """The Softmax-over-large-logits model flips in FP16; keep-fp32 finds the node whose
+    FP16 storage does the damage (the shift producing the large logits), verifies the
+    emulated mixed model meets flips==0, and writes an FP16 ONNX file with it in FP32."""
+    from modelparity.locate.keep import KeepResult, keep_fp32
+
+    out = tmp_path / "keep"
+    result = keep_fp32(located_models["shifted"], "fp16", task="multiclass", samples=600,
+                       out=str(out))
+    assert result.met and result.before.flips > 0 and result.after.flips == 0
+    kept = [name for _, name, _ in result.kept]
+    assert "shift" in kept and len(kept) <= 2 < result.nodes_total
+    assert result.evaluations <= 10
+    assert os.path.exists(result.written)
+    assert result.checks[0].endswith("(read back from the file)")
+    assert "write FP16:" not in result.checks[0]
+    assert result.settings["onnx"]["node_block_list"] == kept
+    assert KeepResult.load(str(out / "keep.json")) == result
+
+
+def test_keep_fp32_says_when_no_set_meets_the_policy(located_models):
+    """max_abs<0 never holds, even with every node in FP32: exit 1, and the search stops
+    after trying them all (log2 of the nodes, not one try per subset)."""
+    outcome = CliRunner().invoke(app, ["keep-fp32", located_models["shifted"], "--precision",
+                                       "fp16", "--policy", "max_abs<0", "--task",
+                                       "multiclass", "--samples", "64"], terminal_width=200)
+    assert outcome.exit_code == 1, outcome.output
+    assert "policy NOT met" in outcome.stdout and "the policy never held" in outcome.stdout
+
+
+def test_the_search_finds_the_smallest_ranked_set_in_few_evaluations():
+    from modelparity.locate.search import search
+
+    needed = {7, 2}
+    ranked = [5, 7, 1, 2, 9, 0, 3, 4, 6, 8, 10, 11, 12, 13, 14, 15]
+    found = search(ranked, lambda kept: needed <= kept)
+    assert set(found.kept) == needed
+    assert found.evaluations <= 1 + 4 + 2 + 3  # empty, grow, bisect, prune
+    never = search(ranked, lambda kept: False)
+    assert never.kept is None and never.evaluations == 1 + 5  # empty, 1, 2, 4, 8, 16
+
+
+def test_the_ranking_puts_an_amplifiers_producers_right_after_it():
+    from modelparity.locate.analyse import NodeError
+    from modelparity.locate.search import rank
+
+    nodes = [Node("a", "MatMul", 0, 1, ("x", "W"), ("ta",), ("ta",)),
+             Node("b", "Add", 1, 2, ("ta", "c"), ("tb",), ("tb",)),
+             Node("c", "Softmax", 2, 3, ("tb",), ("out",), ("out",))]
+
+    def judged(node, error, gain):
+        return NodeError(node.name, node.op_type, node.index, node.depth, node.outputs[0],
+                         error, 0.0, math.nan, 0.0, gain)
+
+    order = rank(nodes, [judged(nodes[0], 1e-4, 0.5), judged(nodes[1], 1e-4, 0.9),
+                         judged(nodes[2], 1e-2, 40.0)])
+    assert order == [2, 1, 0]
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ("emulate:fp16?keep=a", "bad value 'a' for option 'keep'"),
+    ("emulate:tf32?keep=1", "unknown option(s) keep for emulate:tf32"),
+])
+def test_keep_is_checked_like_every_option(located_models, spec, needle):
+    outcome = CliRunner().invoke(app, ["run", located_models["mlp"], "-b", spec])
+    assert outcome.exit_code == 2, outcome.output
+    assert needle in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1

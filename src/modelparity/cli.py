@@ -412,6 +412,71 @@ def locate(
                            style="dim"))
 
 
+@app.command("keep-fp32")
+def keep_fp32_command(
+    model: ModelArgument,
+    precision: Annotated[str, typer.Option(
+        help="The low precision the model is to run in: fp16 or bf16.")],
+    policy: Annotated[str, typer.Option(
+        help="What must hold for the mixed model, in --fail-on's grammar read as a "
+             "requirement: flips==0, flip_rate<=0.001, max_abs<1e-3.")] = "flips==0",
+    reference: ReferenceOption = DEFAULT_REFERENCE,
+    data: DataOption = None,
+    samples: Annotated[int, typer.Option(
+        help="How many samples the policy is checked on (the first ones of --data, or "
+             "synthetic ones).")] = 1000,
+    locate_samples: Annotated[int, typer.Option(
+        help="How many of them locate ranks the nodes on.")] = 64,
+    shape: ShapeOption = None,
+    seed: SeedOption = 0,
+    value_range: ValueRangeOption = "-1,1",
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] \
+        = Settings.batch_size,
+    task: TaskOption = "binary",
+    output: OutputOption = None,
+    threshold: ThresholdOption = "0.5",
+    logits: LogitsOption = False,
+    k: KOption = 5,
+    custom: CustomOption = None,
+    timeout: TimeoutOption = Settings.timeout,
+    out: Annotated[str | None, typer.Option(
+        help="Folder for the mixed-precision model (fp16), keep.json and the audits' "
+             "files.")] = None,
+    allow_pickle: AllowPickleOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Find a small set of nodes to keep in FP32 so MODEL meets --policy in --precision.
+
+    Guided by locate: the nodes that amplify error most (with the producers
+    of what they read) are kept first, 1, 2, 4, ... at a time, then the
+    set is bisected and pruned; every try is an audit of the emulated mixed
+    model against the FP32 reference. Writes the FP16 ONNX model with
+    those nodes in FP32 (--out), and the same choice for OpenVINO,
+    coremltools and TensorRT in keep.json. Exit 0 when the policy is met,
+    1 when no set meets it, 2 on an error.
+    """
+    from modelparity.decisions import TaskConfig
+    from modelparity.inputs import parse_shape
+    from modelparity.locate.keep import keep_fp32
+    from modelparity.report.locate import render_keep
+
+    try:
+        shapes = dict(parse_shape(text) for text in shape or [])
+        config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
+                            logits=logits, k=k, custom=custom)
+        with console.status("searching", spinner="dots"):
+            result = keep_fp32(model, precision, data, policy=policy, task=config,
+                               reference=reference, samples=samples,
+                               locate_samples=locate_samples, batch_size=batch_size,
+                               shapes=shapes, seed=seed, value_range=parse_range(value_range),
+                               timeout=timeout, out=out, allow_pickle=allow_pickle)
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    render_keep(result, console)
+    if not result.met:
+        raise typer.Exit(EXIT_POLICY)
+
+
 @app.command()
 def report(
     path: Annotated[str, typer.Argument(

@@ -299,3 +299,11 @@ def evaluate(result: AuditResult, policies: Sequence[Policy | str] | Policy | st
                 outcomes.append(PolicyOutcome(policy, backend.spec, actual,
                                               bool(policy.holds_for(actual))))
     return PolicyReport(outcomes)
+
+
+def requirement_met(backend: BackendResult, requirement: Policy | str) -> bool:
+    """A policy read the other way round, as a requirement (`keep-fp32 --policy flips==0`):
+    True when its condition holds for `backend`; False where it cannot be checked."""
+    parsed = requirement if isinstance(requirement, Policy) else parse_policy(requirement)
+    actual, reason = _actual(backend, parsed.quantity)
+    return reason is None and actual is not None and bool(parsed.holds_for(actual))

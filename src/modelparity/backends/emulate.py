@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +53,9 @@ from modelparity.model import PreparedModel
 from modelparity.spec import BackendSpec
 
 PRECISIONS = ("fp16", "bf16", "tf32", "int8")
+#: fp16/bf16: `keep=3,7`, the positions (in the graph's node list) of nodes kept in FP32: a
+#: mixed-precision model, as `modelparity keep-fp32` searches for one.
+KEEP = {"keep": "positions of nodes kept in FP32, separated by commas"}
 #: The options each precision takes: option -> allowed values, the first the default.
 OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "fp16": {"rounding": ("op", "layer")},
@@ -98,7 +102,9 @@ def parse_options(spec: BackendSpec) -> tuple[str, dict[str, str]]:
             f"(expected one of: {', '.join(PRECISIONS)})"
         )
     allowed = OPTIONS[precision]
-    unknown = sorted(k for k in spec.options if k.strip().lower() not in allowed)
+    free = KEEP if precision in ("fp16", "bf16") else {}
+    unknown = sorted(k for k in spec.options
+                     if k.strip().lower() not in allowed and k.strip().lower() not in free)
     if unknown:
         known = ", ".join(f"{k}=<{'|'.join(v)}>" for k, v in allowed.items()) or "none"
         raise SpecError(
@@ -109,6 +115,12 @@ def parse_options(spec: BackendSpec) -> tuple[str, dict[str, str]]:
     for key, value in spec.options.items():
         key = key.strip().lower()
         value = value.strip().lower()
+        if key in free:
+            if not re.fullmatch(r"\d+(,\d+)*", value):
+                raise SpecError(f"{spec.text}: bad value '{value}' for option '{key}' "
+                                f"(expected node positions separated by commas, e.g. 3,7)")
+            options[key] = value
+            continue
         if value not in allowed[key]:
             raise SpecError(
                 f"{spec.text}: bad value '{value}' for option '{key}' "
@@ -183,7 +195,8 @@ class EmulateBackend(Backend):
             raise ModelError(
                 f"{self.spec.text}: could not load {model.onnx_path}: {first_line(exc)}"
             ) from None
-        report = emulate(proto, self.precision, self.rounding or "op")
+        keep = frozenset(int(i) for i in self.options.get("keep", "").split(",") if i)
+        report = emulate(proto, self.precision, self.rounding or "op", keep)
         if self.rounding == "layer":
             self.fused = report.fused
             self.kept_fp32 = report.kept_fp32
@@ -441,7 +454,9 @@ RUNTIME = Runtime(
     module=__name__,
     package="onnxruntime",
     extra="modelparity",
-    target_options={precision: tuple(Option(k, "choice", choices=v) for k, v in opts.items())
+    target_options={precision: (*(Option(k, "choice", choices=v) for k, v in opts.items()),
+                                *(Option(k, "text", help=h) for k, h in KEEP.items()
+                                  if precision in ("fp16", "bf16")))
                     for precision, opts in OPTIONS.items()},
     open_targets=None,  # check_spec names each precision's options in its own words
     check=check_spec,

@@ -350,9 +350,13 @@ def _drop_unused_initializers(model: Any, names: set[str]) -> None:
 # The rewrites
 
 
-def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
+def emulate_storage(model: Any, fmt: str, rounding: str = "op",
+                    keep: frozenset[int] = frozenset()) -> Rewrite:
     """Rewrite `model` (in place) so that FLOAT tensors are stored in `fmt` (fp16, bf16):
-    every one with rounding="op", only at fused-layer boundaries with rounding="layer"."""
+    every one with rounding="op", only at fused-layer boundaries with rounding="layer".
+    `keep`: the positions of nodes kept in FP32 (a mixed-precision model, as `keep-fp32`
+    writes one): they read what their producers stored, their outputs are not rounded, and
+    weights only they read stay FP32."""
     if fmt not in ("fp16", "bf16"):
         raise ValueError(f"emulate_storage: format must be fp16 or bf16, not {fmt!r}")
     if rounding not in ROUNDINGS:
@@ -372,8 +376,13 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
     rounded: set[str] = set()  # tensors already on the format's grid
 
     input_names = {v.name for v in graph.input}
+    kept_nodes = [node for index, node in enumerate(graph.node) if index in keep]
+    kept_names = {id(node) for node in kept_nodes}
+    only_kept = {name for node in kept_nodes for name in node.input} - {
+        name for node in graph.node if id(node) not in kept_names for name in node.input
+    } - {o.name for o in graph.output}
     for i, init in enumerate(graph.initializer):
-        if init.name in prologue:
+        if init.name in prologue or init.name in only_kept:
             continue
         if init.data_type == _FLOAT and not init.name.startswith(prefix):
             graph.initializer[i].CopyFrom(_round_initializer(init, fmt))
@@ -385,7 +394,7 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
     renamed: dict[str, str] = {}
     initializer_names = {t.name for t in graph.initializer}
     for value in graph.input:
-        if types.get(value.name) != _FLOAT or value.name in prologue:
+        if types.get(value.name) != _FLOAT or value.name in prologue or value.name in only_kept:
             continue  # (a graph output that is this very input stays as fed)
         dst = rounder.fresh("input")
         new_nodes.extend(rounder.nodes(value.name, dst))
@@ -419,6 +428,9 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
             1 for k in float_outputs if node.output[k] in prologue - kept
         )
         float_outputs = [k for k in float_outputs if node.output[k] not in fused | kept | prologue]
+        if id(node) in kept_names:
+            report.kept_fp32 += len(float_outputs)
+            float_outputs = []
         if not float_outputs:
             report.nodes += touched
             continue
@@ -671,11 +683,13 @@ def emulate_tf32(model: Any) -> Rewrite:
     return report
 
 
-def emulate(model: Any, fmt: str, rounding: str = "op") -> Rewrite:
+def emulate(model: Any, fmt: str, rounding: str = "op", keep: frozenset[int] = frozenset()
+            ) -> Rewrite:
     """Rewrite `model` in place for `fmt` ("fp16", "bf16" or "tf32"); `rounding` ("op" or
-    "layer") applies to fp16 and bf16 (tf32 rounds only MatMul-like operands: "op" only)."""
+    "layer") and `keep` (node positions kept in FP32) apply to fp16 and bf16 (tf32 rounds
+    only MatMul-like operands: "op" only)."""
     if fmt == "tf32":
-        if rounding != "op":
-            raise ValueError(f"emulate: tf32 takes no rounding mode, not {rounding!r}")
+        if rounding != "op" or keep:
+            raise ValueError("emulate: tf32 takes no rounding mode and keeps no nodes")
         return emulate_tf32(model)
-    return emulate_storage(model, fmt, rounding)
+    return emulate_storage(model, fmt, rounding, keep)

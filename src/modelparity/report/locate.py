@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelparity.locate.analyse import GAIN, ROUNDING, NodeError
+from modelparity.locate.keep import KeepResult
 from modelparity.locate.result import LocateResult
 from modelparity.report.names import plain
 
@@ -108,3 +109,37 @@ def render_locate(result: LocateResult, console: Console, *, every_node: bool = 
         more = len(result.unmatched) - UNMATCHED_LISTED
         console.print(_text(f"not compared ({len(result.unmatched)} tensors): {listed}"
                             + (f"; ... {more} more" if more > 0 else ""), "dim"))
+
+
+def render_keep(result: KeepResult, console: Console) -> None:
+    console.print(_text(f"model: {result.model}   {result.precision} with nodes kept in FP32 "
+                        f"until {result.policy} holds", "dim"))
+    names = ", ".join(f"{name} ({op})" for _, name, op in result.kept) or "none"
+    style = "green" if result.met else "bold red"
+    console.print(_text(f"{'policy met' if result.met else 'policy NOT met'}: keep "
+                        f"{len(result.kept)} of {result.nodes_total} nodes in FP32: {names}",
+                        style))
+    console.print(_text(result.search, "dim"))
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("variant", "flips", "max |diff|"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for label, side in ((f"all {result.precision} (emulated)", result.before),
+                        (f"{result.precision}, kept nodes in FP32 (emulated)", result.after)):
+        table.add_row(label, "-" if side.flips is None else str(side.flips),
+                      "-" if side.max_abs is None else _number(side.max_abs))
+    console.print(table)
+    if result.verified:
+        speed = Table(show_edge=False, pad_edge=False)
+        for column in ("written model", "flips on ONNX Runtime CPU", "median ms per call"):
+            speed.add_column(column, justify="left" if column == "written model" else "right")
+        for label, side in result.verified.items():
+            speed.add_row(label, "-" if side.flips is None else str(side.flips),
+                          "-" if side.latency_ms is None else f"{side.latency_ms:.3f}")
+        console.print(speed)
+    for line in result.checks:
+        console.print(_text(line, "dim"))
+    if result.written:
+        console.print(_text(f"mixed-precision model: {result.written}"))
+    elif result.precision == "bf16":
+        console.print(_text("bf16: no ONNX file is written (ONNX Runtime does not deploy BF16 "
+                            "models); the per-runtime settings are in keep.json (--out)", "dim"))

@@ -1,0 +1,279 @@
+"""`keep_fp32()`: the nodes to keep in FP32 so a model run in FP16 or BF16 meets a policy.
+
+1. `localize` on the precision's emulation ranks the nodes (`search.rank`);
+2. `search.search` tries kept sets, each one an audit of `emulate:<precision>?keep=<nodes>`
+   against the FP32 reference on the data, until the policy holds (`--policy flips==0`);
+3. the choice is written as the runtimes take it: an FP16 ONNX model with those nodes in FP32
+   (onnxconverter-common's `convert_float_to_float16(node_block_list=...)`, FP32 inputs and
+   outputs), and the node names for coremltools' `op_selector`, OpenVINO's per-node
+   `disable_fp16_compression` runtime info and TensorRT's per-layer precision (`settings`);
+4. the written ONNX model is verified: run on ONNX Runtime here, its decisions are compared
+   with the FP32 model's, with the latency of FP32, the full low precision model and the mixed
+   one (each in its own audit, one after the other, same settings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelparity.api import audit
+from modelparity.decisions import TaskConfig, find_flips, make_head
+from modelparity.errors import InputError
+from modelparity.folders import output_folder
+from modelparity.inputs import FirstSamples, InputSource, open_inputs
+from modelparity.locate.run import LOCATE_SAMPLES, localize
+from modelparity.locate.search import rank, search
+from modelparity.model import prepare_model
+from modelparity.plan import DEFAULT_REFERENCE, Settings
+from modelparity.policy import Policy, parse_policy, requirement_met
+from modelparity.result import AuditResult, BackendResult
+from modelparity.serialize import jsonable
+
+VERIFY = "ort:cpu?intra_op_num_threads=1"  # runs each written model for its decisions and speed
+
+
+@dataclass(frozen=True)
+class Side:
+    """One variant's fidelity (against the FP32 reference) and speed."""
+
+    flips: int | None
+    max_abs: float | None
+    latency_ms: float | None = None  # median per call, ONNX Runtime CPU here (written models)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({"flips": self.flips, "max_abs": self.max_abs,
+                         "latency_ms": self.latency_ms})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Side:
+        return cls(data.get("flips"), data.get("max_abs"), data.get("latency_ms"))
+
+
+@dataclass(frozen=True)
+class KeepResult:
+    model: str
+    precision: str
+    policy: str
+    met: bool
+    kept: tuple[tuple[int, str, str], ...]  # (position, node name, op type)
+    evaluations: int  # audits of a mixed emulation the search ran
+    search: str  # how the set was found, in words
+    before: Side  # the whole model in the low precision (emulated)
+    after: Side  # with the kept nodes in FP32 (emulated)
+    written: str | None = None  # the mixed-precision ONNX file (fp16)
+    verified: dict[str, Side] = field(default_factory=dict)  # fp32 / fp16 / mixed, run here
+    settings: dict[str, Any] = field(default_factory=dict)  # the same choice per runtime
+    nodes_total: int = 0
+    checks: tuple[str, ...] = ()  # what was verified of the written model, in words
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": "modelparity keep-fp32", "model": self.model,
+                "precision": self.precision, "policy": self.policy, "met": self.met,
+                "kept": [{"index": i, "node": n, "op_type": t} for i, n, t in self.kept],
+                "nodes_total": self.nodes_total, "evaluations": self.evaluations,
+                "search": self.search, "before": self.before.to_dict(),
+                "after": self.after.to_dict(), "written": self.written,
+                "verified": {k: v.to_dict() for k, v in self.verified.items()},
+                "settings": self.settings, "checks": list(self.checks)}
+
+    @classmethod
+    def load(cls, path: str) -> KeepResult:
+        import json
+
+        with open(path) as handle:
+            return cls.from_dict(json.load(handle))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KeepResult:
+        return cls(data["model"], data["precision"], data["policy"], bool(data["met"]),
+                   tuple((int(k["index"]), str(k["node"]), str(k["op_type"]))
+                         for k in data["kept"]),
+                   int(data["evaluations"]), data["search"], Side.from_dict(data["before"]),
+                   Side.from_dict(data["after"]), data.get("written"),
+                   {k: Side.from_dict(v) for k, v in (data.get("verified") or {}).items()},
+                   dict(data.get("settings") or {}), int(data.get("nodes_total", 0)),
+                   tuple(data.get("checks") or ()))
+
+
+def keep_fp32(
+    model: str,
+    precision: str,
+    inputs: str | InputSource | None = None,
+    *,
+    policy: str | Policy = "flips==0",
+    task: str | TaskConfig = "binary",
+    reference: str = DEFAULT_REFERENCE,
+    samples: int = 1000,
+    locate_samples: int = LOCATE_SAMPLES,
+    batch_size: int = Settings.batch_size,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    timeout: float = Settings.timeout,
+    out: str | None = None,
+    allow_pickle: bool = False,
+) -> KeepResult:
+    """Find a small set of nodes to keep in FP32 so `model` in `precision` (fp16 or bf16)
+    meets `policy` (a requirement, such as flips==0 or max_abs<1e-3) on `inputs`. With
+    `out`, the mixed-precision model (fp16) and keep.json are written there."""
+    if precision not in ("fp16", "bf16"):
+        raise InputError(f"--precision {precision}: expected fp16 or bf16")
+    requirement = policy if isinstance(policy, Policy) else parse_policy(policy)
+    with contextlib.ExitStack() as stack:
+        workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
+        output_folder(workdir)
+        prepared = prepare_model(model, workdir, allow_pickle=allow_pickle, timeout=timeout,
+                                 keep_log=bool(out))
+        source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
+            inputs, prepared.signature, shapes=shapes, samples=samples, seed=seed,
+            value_range=value_range)
+        source = FirstSamples(source, samples)
+        located = localize(prepared.onnx_path, f"emulate:{precision}", source, task=task,
+                           reference=reference, precision=precision, samples=locate_samples,
+                           timeout=timeout, out=os.path.join(workdir, "locate"))
+        from modelparity.locate.expose import expose
+
+        nodes = expose(prepared, workdir).nodes
+        ranked = rank(nodes, located.nodes)
+        runs: dict[frozenset[int], BackendResult] = {}
+        common = {"task": task, "reference": reference, "batch_size": batch_size,
+                  "timeout": timeout, "warmup": 0, "fingerprint": False}
+
+        def holds(kept: frozenset[int]) -> bool:
+            result = audit(prepared, [_spec(precision, kept)], source, **common)
+            runs[kept] = result.candidates[0]
+            if not runs[kept].ok:
+                raise InputError(f"{_spec(precision, kept)}: {runs[kept].error}")
+            return requirement_met(runs[kept], requirement)
+
+        found = search(ranked, holds)
+        kept = found.kept if found.kept is not None else tuple(ranked)
+        named = {n.index: n for n in nodes}
+        chosen = tuple((i, named[i].name, named[i].op_type) for i in sorted(kept))
+        before, after = runs[frozenset()], runs.get(frozenset(kept))
+        written, verified, checks = None, {}, ()
+        if precision == "fp16":
+            written, verified = _write_and_verify(prepared.onnx_path, [n for _, n, _ in chosen],
+                                                  source, workdir, common)
+            checks = _checks(written, [n for _, n, _ in chosen], verified)
+        result = KeepResult(
+            prepared.source, precision, requirement.text, found.kept is not None, chosen,
+            found.evaluations, _described(found, len(ranked)), _side(before),
+            _side(after) if after is not None else Side(None, None), written, verified,
+            _settings([n for _, n, _ in chosen], precision), len(nodes), checks)
+        if out:
+            import json
+
+            with open(os.path.join(out, "keep.json"), "w") as handle:
+                json.dump(result.to_dict(), handle, indent=1)
+        return result
+
+
+def _spec(precision: str, kept: frozenset[int]) -> str:
+    return f"emulate:{precision}" + (f"?keep={','.join(map(str, sorted(kept)))}" if kept
+                                     else "")
+
+
+def _side(backend: BackendResult) -> Side:
+    return Side(backend.flips.count if backend.flips else None, backend.max_abs)
+
+
+def _described(found: Any, total: int) -> str:
+    if found.kept is None:
+        return (f"the policy never held, even with all {total} nodes kept in FP32 "
+                f"({found.evaluations} evaluations): what is left is the inputs' rounding")
+    return (f"ranked by locate's gain (each amplifier with the producers of what it reads), "
+            f"grown 1, 2, 4, ... nodes until the policy held, bisected to the shortest "
+            f"prefix, then pruned: {len(found.kept)} of {total} nodes kept, "
+            f"{found.evaluations} evaluations")
+
+
+def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: str,
+                      common: dict[str, Any]) -> tuple[str, dict[str, Side]]:
+    """The FP16 ONNX models (mixed and full), and what each does on ONNX Runtime here."""
+    import onnx
+
+    try:
+        from onnxconverter_common.float16 import convert_float_to_float16
+    except ImportError:
+        raise InputError("writing the mixed-precision model needs onnxconverter-common: "
+                         "pip install 'modelparity[mixed]'") from None
+    written = {}
+    for name, block in (("mixed", keep), ("fp16", [])):
+        converted = convert_float_to_float16(onnx.load(path), keep_io_types=True,
+                                             node_block_list=block or None)
+        written[name] = os.path.join(workdir, f"model.{name}.onnx")
+        onnx.save(converted, written[name])
+    runs: dict[str, AuditResult] = {}
+    for name, model_path in (("fp32", path), ("fp16", written["fp16"]),
+                             ("mixed", written["mixed"])):
+        runs[name] = audit(model_path, [VERIFY], source, **{**common, "warmup": 2})
+    reference = runs["fp32"].reference
+    head = make_head(TaskConfig(**_task_fields(runs["fp32"].task)))  # its output named
+    sides = {}
+    for name, result in runs.items():
+        ran = result.candidates[0]
+        flips = find_flips(head, reference.decided, result.reference.decided).count \
+            if reference.decided is not None and result.reference.decided is not None \
+            else None
+        sides[name] = Side(flips, None, ran.latency.p50_ms if ran.latency else None)
+    return written["mixed"], sides
+
+
+def _checks(written: str, keep: list[str], verified: dict[str, Side]) -> tuple[str, ...]:
+    """What the written file shows, read back: the kept nodes write FP32, the rest FP16."""
+    import onnx
+    from onnx import TensorProto, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(written))
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*model.graph.value_info, *model.graph.output)}
+    precision = {}
+    for node in model.graph.node:
+        kinds = {types.get(o) for o in node.output if o}
+        if node.op_type != "Cast" and kinds & {TensorProto.FLOAT, TensorProto.FLOAT16}:
+            precision[node.name] = "fp32" if TensorProto.FLOAT in kinds else "fp16"
+    wrong = [n for n in keep if precision.get(n) != "fp32"]
+    low = sum(1 for p in precision.values() if p == "fp16")
+    lines = [f"{os.path.basename(written)}: " + (
+        f"the kept nodes write FP32 and {low} other nodes FP16 (read back from the file)"
+        if not wrong else f"nodes meant to stay FP32 write FP16: {', '.join(wrong)}")]
+    mixed, full = verified.get("mixed"), verified.get("fp16")
+    if mixed is not None and full is not None:
+        lines.append(f"ONNX Runtime CPU runs it: {mixed.flips} flips (the whole model in "
+                     f"FP16: {full.flips}); its CPU provider computes the FP16 ops it has no "
+                     f"kernel for in FP32, so this shows the file runs and decides, not what "
+                     f"FP16 hardware computes (the emulated figures above do)")
+    return tuple(lines)
+
+
+def _task_fields(task: dict[str, Any]) -> dict[str, Any]:
+    fields = TaskConfig.__dataclass_fields__
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in task.items()
+            if k in fields}
+
+
+def _settings(keep: list[str], precision: str) -> dict[str, Any]:
+    """The same choice as each runtime's own setting, for the kept nodes' names."""
+    return {
+        "onnx": {"tool": "onnxconverter_common.float16.convert_float_to_float16",
+                 "node_block_list": keep, "keep_io_types": True},
+        "openvino": {"rt_info": "disable_fp16_compression", "nodes": keep,
+                     "note": "set on each named node of the converted model before "
+                             "compile_model; the plugin keeps those nodes in FP32"},
+        "coremltools": {"compute_precision": "ct.transform.FP16ComputePrecision(op_selector="
+                                             "lambda op: op.name not in KEEP)",
+                        "KEEP": keep,
+                        "note": "op names after conversion follow the ONNX/PyTorch node names "
+                                "where the converter keeps them; check with the converted "
+                                "program"},
+        "tensorrt": {"layer_precision": "float32", "layers": keep,
+                     "note": "layer.precision = trt.float32 and "
+                             "set_output_type(0, trt.float32) on each, with "
+                             "BuilderFlag.OBEY_PRECISION_CONSTRAINTS"},
+        "precision": precision,
+    }
