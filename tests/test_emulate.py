@@ -792,3 +792,41 @@ def test_layer_keeps_the_input_normalisation_fp32(tmp_path, fmt):
     both = save(model, tmp_path / "normalised_xn.onnx")
     out, _ = run_spec(both, f"emulate:{fmt}?rounding=layer", [feed], tmp_path)
     assert same_bits(out["xn"], xn).all() and same_bits(out["prob"], layer).all()
+
+
+def test_a_kept_node_is_fp32_inside_and_cast_at_the_border():
+    """`emulate:fp16?keep=0`: the kept node reads its FP32 input (read by no FP16 node) and
+    its output stays FP32 as a graph output, but an FP16 node reading it gets it rounded, as
+    the cast onnxconverter-common puts at the border of a kept node does."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modelparity.emulation import emulate
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "big"], ["y"]),
+         helper.make_node("Sub", ["y", "big2"], ["z"])], "border",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(1000.0, np.float32), "big"),
+         numpy_helper.from_array(np.array(1000.0, np.float32), "big2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(8, 4) / 3
+    outputs = {}
+    for keep in (frozenset(), frozenset({0})):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        emulate(copy, "fp16", "op", keep)
+        session = ort.InferenceSession(copy.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        outputs[keep] = session.run(None, {"x": x})
+    y, z = outputs[frozenset({0})]
+    np.testing.assert_array_equal(y, x + np.float32(1000))  # FP32 inside the kept node
+    low = (x + np.float32(1000)).astype(np.float16).astype(np.float32) - np.float32(1000)
+    np.testing.assert_array_equal(z, low.astype(np.float16).astype(np.float32))  # cast at z
+    y_all = outputs[frozenset()][0]
+    assert not np.array_equal(y_all, y)  # all FP16: y itself is rounded

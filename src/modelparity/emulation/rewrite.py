@@ -355,8 +355,10 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op",
     """Rewrite `model` (in place) so that FLOAT tensors are stored in `fmt` (fp16, bf16):
     every one with rounding="op", only at fused-layer boundaries with rounding="layer".
     `keep`: the positions of nodes kept in FP32 (a mixed-precision model, as `keep-fp32`
-    writes one): they read what their producers stored, their outputs are not rounded, and
-    weights only they read stay FP32."""
+    writes one with onnxconverter-common): they read what their producers stored; their
+    outputs stay FP32 for kept readers and graph outputs and are rounded where a
+    low-precision node reads them (the cast at the border); weights and graph inputs only
+    they read stay FP32."""
     if fmt not in ("fp16", "bf16"):
         raise ValueError(f"emulate_storage: format must be fp16 or bf16, not {fmt!r}")
     if rounding not in ROUNDINGS:
@@ -404,10 +406,13 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op",
             report.rounded_tensors += 1
 
     entering: dict[str, str] = {}  # rounding="layer": tensor -> its copy rounded for layers
+    lowered: dict[str, str] = {}  # a kept node's output -> the copy low-precision nodes read
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
+            elif name in lowered and id(node) not in kept_names:
+                node.input[i] = lowered[name]  # FP32 into an FP16 node: cast at the border
         touched = False
         if rounding == "layer" and _is_compute(node):
             for i, name in enumerate(node.input):
@@ -430,7 +435,11 @@ def emulate_storage(model: Any, fmt: str, rounding: str = "op",
         float_outputs = [k for k in float_outputs if node.output[k] not in fused | kept | prologue]
         if id(node) in kept_names:
             report.kept_fp32 += len(float_outputs)
-            float_outputs = []
+            for k in float_outputs:  # FP32 for kept readers and graph outputs only
+                lowered[node.output[k]] = rounder.fresh("lowered")
+                new_nodes.extend(rounder.nodes(node.output[k], lowered[node.output[k]]))
+                report.rounded_tensors += 1
+            continue
         if not float_outputs:
             report.nodes += touched
             continue
