@@ -315,3 +315,28 @@ def test_keep_is_checked_like_every_option(located_models, spec, needle):
     outcome = CliRunner().invoke(app, ["run", located_models["mlp"], "-b", spec])
     assert outcome.exit_code == 2, outcome.output
     assert needle in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
+
+
+def test_html_chart_and_model_explorer_node_data(located_models, planted_here, tmp_path):
+    """--html: the error along the graph as inline SVG, one point per compared node, the
+    first divergent one marked; --model-explorer: Model Explorer's node data, keyed by output
+    tensor, log10 of each error."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    page, painted = tmp_path / "locate.html", tmp_path / "errors.json"
+    outcome = CliRunner().invoke(app, ["locate", located_models["mlp"], "-b",
+                                       f"{PLANTED}?round_at=h2", "--precision", "fp32",
+                                       "--task", "multiclass", "--samples", "16",
+                                       "--html", str(page), "--model-explorer", str(painted)],
+                                 terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    text = page.read_text()
+    svg = ET.fromstring(text[text.index("<svg"):text.index("</svg>") + 6])
+    circles = svg.findall(".//{http://www.w3.org/2000/svg}circle")
+    assert len(circles) == 12  # 5 x (Gemm, Relu), the head and the Softmax
+    marked = [c for c in circles if c.get("fill") == "#d62728"]
+    assert [c.get("data-node") for c in marked] == ["fc2"]
+    data = json.loads(painted.read_text())
+    assert data["results"]["h2"]["value"] > data["results"]["h1"]["value"] + 3
+    assert {g["stop"] for g in data["gradient"]} >= {0, 1}

@@ -369,6 +369,14 @@ def locate(
              "and the two audits' files.")] = None,
     every_node: Annotated[bool, typer.Option(
         "--all", help="List every compared node, not only those that amplify most.")] = False,
+    html: Annotated[str | None, typer.Option(
+        "--html", metavar="PATH",
+        help="Also write an HTML page: the error of every node along the graph (a chart "
+             "with the first divergent node marked) and the table.")] = None,
+    model_explorer: Annotated[str | None, typer.Option(
+        "--model-explorer", metavar="PATH",
+        help="Also write each node's error (log10) as node data for Google AI Edge Model "
+             "Explorer, to paint the errors on the graph.")] = None,
     isolate: Annotated[bool, typer.Option(
         "--isolate", help="Also run the first divergent node and the largest amplifiers "
                           "alone on the backend, fed the reference's values of what they "
@@ -391,8 +399,10 @@ def locate(
     from modelparity.inputs import parse_shape
     from modelparity.locate import localize
     from modelparity.report.locate import render_locate
+    from modelparity.report.locate_html import write_locate_html, write_model_explorer
 
     try:
+        report_files(html=html, model_explorer=model_explorer)
         shapes = dict(parse_shape(text) for text in shape or [])
         config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
                             logits=logits, k=k, custom=custom)
@@ -407,9 +417,11 @@ def locate(
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     render_locate(result, console, every_node=every_node)
-    if out:
-        console.print(Text(plain(f"locate.json: {os.path.join(out, 'locate.json')}"),
-                           style="dim"))
+    written = [*([os.path.join(out, "locate.json")] if out else []),
+               *([write_locate_html(result, html)] if html else []),
+               *([write_model_explorer(result, model_explorer)] if model_explorer else [])]
+    for path in written:
+        console.print(Text(plain(f"written: {path}"), style="dim"))
 
 
 @app.command("keep-fp32")

@@ -43,14 +43,16 @@ class Side:
     flips: int | None
     max_abs: float | None
     latency_ms: float | None = None  # median per call, ONNX Runtime CPU here (written models)
+    error: str | None = None  # a written model that did not run, and why
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable({"flips": self.flips, "max_abs": self.max_abs,
-                         "latency_ms": self.latency_ms})
+                         "latency_ms": self.latency_ms, "error": self.error})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Side:
-        return cls(data.get("flips"), data.get("max_abs"), data.get("latency_ms"))
+        return cls(data.get("flips"), data.get("max_abs"), data.get("latency_ms"),
+                   data.get("error"))
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ def _described(found: Any, total: int) -> str:
 
 
 def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: str,
-                      common: dict[str, Any]) -> tuple[str, dict[str, Side]]:
+                      common: dict[str, Any]) -> tuple[str | None, dict[str, Side]]:
     """The FP16 ONNX models (mixed and full), and what each does on ONNX Runtime here."""
     import onnx
 
@@ -202,31 +204,42 @@ def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: 
     except ImportError:
         raise InputError("writing the mixed-precision model needs onnxconverter-common: "
                          "pip install 'modelparity[mixed]'") from None
-    written = {}
+    written: dict[str, str] = {}
+    sides: dict[str, Side] = {}
     for name, block in (("mixed", keep), ("fp16", [])):
-        converted = convert_float_to_float16(onnx.load(path), keep_io_types=True,
-                                             node_block_list=block or None)
+        try:
+            converted = convert_float_to_float16(onnx.load(path), keep_io_types=True,
+                                                 node_block_list=block or None)
+        except Exception as exc:  # the converter raises plain errors on graphs it cannot do
+            sides[name] = Side(None, None, None, f"onnxconverter-common could not convert "
+                                                 f"it: {type(exc).__name__}: {exc}")
+            continue
         written[name] = os.path.join(workdir, f"model.{name}.onnx")
         onnx.save(converted, written[name])
     runs: dict[str, AuditResult] = {}
-    for name, model_path in (("fp32", path), ("fp16", written["fp16"]),
-                             ("mixed", written["mixed"])):
+    for name, model_path in (("fp32", path), *written.items()):
         runs[name] = audit(model_path, [VERIFY], source, **{**common, "warmup": 2})
     reference = runs["fp32"].reference
     head = make_head(TaskConfig(**_task_fields(runs["fp32"].task)))  # its output named
-    sides = {}
     for name, result in runs.items():
         ran = result.candidates[0]
         flips = find_flips(head, reference.decided, result.reference.decided).count \
             if reference.decided is not None and result.reference.decided is not None \
             else None
-        sides[name] = Side(flips, None, ran.latency.p50_ms if ran.latency else None)
-    return written["mixed"], sides
+        failed = result.reference.error if not result.reference.ok else None
+        sides[name] = Side(flips, None, ran.latency.p50_ms if ran.latency else None, failed)
+    return written.get("mixed"), sides
 
 
-def _checks(written: str, keep: list[str], verified: dict[str, Side]) -> tuple[str, ...]:
+def _checks(written: str | None, keep: list[str], verified: dict[str, Side]
+            ) -> tuple[str, ...]:
     """What the written file shows, read back: the kept nodes write FP32, the rest FP16."""
     import onnx
+
+    if written is None:
+        failed = verified.get("mixed")
+        return (f"no mixed-precision file: {failed.error if failed else 'not written'}; the "
+                f"emulated figures and the per-runtime settings still hold",)
     from onnx import TensorProto, shape_inference
 
     model = shape_inference.infer_shapes(onnx.load(written))
@@ -243,7 +256,11 @@ def _checks(written: str, keep: list[str], verified: dict[str, Side]) -> tuple[s
         f"the kept nodes write FP32 and {low} other nodes FP16 (read back from the file)"
         if not wrong else f"nodes meant to stay FP32 write FP16: {', '.join(wrong)}")]
     mixed, full = verified.get("mixed"), verified.get("fp16")
-    if mixed is not None and full is not None:
+    if mixed is not None and mixed.error:
+        lines.append(f"ONNX Runtime CPU cannot run the converted file ({mixed.error}): "
+                     f"onnxconverter-common's conversion of this model is not valid; the "
+                     f"emulated figures and the per-runtime settings still hold")
+    elif mixed is not None and full is not None:
         lines.append(f"ONNX Runtime CPU runs it: {mixed.flips} flips (the whole model in "
                      f"FP16: {full.flips}); its CPU provider computes the FP16 ops it has no "
                      f"kernel for in FP32, so this shows the file runs and decides, not what "
