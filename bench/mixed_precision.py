@@ -257,8 +257,9 @@ def _print(rows) -> None:
         def ratio(label, ms=ms, base=base):
             return f"x{ms[label] / base:.2f}" if label in ms else "-"
 
+        listed = ", ".join(ours_names[:6]) + (" ..." if len(ours_names) > 6 else "")
         print(f"| {name} | {nodes} | keep-fp32 | {ours.evaluations} | {ours_wall:.1f} | "
-              f"{len(ours_names)} ({', '.join(ours_names) or '-'}) | {ours_emulated} "
+              f"{len(ours_names)} ({listed or '-'}) | {ours_emulated} "
               f"(all FP16: {all_emulated}) | {flip('keep-fp32')} (all FP16: "
               f"{flip('fp16 (all)')}) | {ratio('keep-fp32')} "
               f"(all FP16 {ratio('fp16 (all)')}) |")

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelparity.backends.emulate import save_model
 from modelparity.errors import ModelError
 from modelparity.model.prepared import PreparedModel
 from modelparity.model.signature import TensorInfo
@@ -67,17 +68,20 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
     import onnx
     from onnx import helper, shape_inference
 
-    model = onnx.load(prepared.onnx_path, load_external_data=False)
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        raise ModelError(f"{prepared.source}: its weights live in external files; locate "
-                         f"needs a self-contained ONNX file")
+    try:
+        model = onnx.load(prepared.onnx_path)  # weights in external files too
+    except Exception as exc:  # onnx raises plain errors for a missing or damaged data file
+        raise ModelError(f"{prepared.source}: cannot read its weights ({exc})") from None
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
+    symbols = {BATCH}  # the samples' axis: ours, and the inputs' own name for it ("batch")
     for value in graph.input:
         if value.name in initializers or not value.type.tensor_type.HasField("shape"):
             continue
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
+            if dims[0].dim_param:
+                symbols.add(dims[0].dim_param)  # an exporter's value_info may use it
             dims[0].dim_param = BATCH
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False)
@@ -103,7 +107,7 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
                 continue
             if kind.elem_type not in FLOATS:
                 continue  # shapes, indices, masks: not a precision question
-            why = None if name in originals else _per_sample(kind, fixed)
+            why = None if name in originals else _per_sample(kind, fixed, symbols)
             if why:  # the model's own outputs are compared by every audit, as they are
                 unmatched.append((name, why))
                 continue
@@ -120,7 +124,7 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
         graph.output.append(inferred_values[info.name] if info.name in inferred_values else
                             helper.make_tensor_value_info(info.name, _elem(info.dtype), None))
     path = os.path.join(workdir, "model.exposed.onnx")
-    onnx.save(model, path)
+    save_model(model, path)  # a large model keeps its weights in a file beside it
     signature = dataclasses.replace(prepared.signature,
                                     outputs=(*prepared.signature.outputs, *exposed))
     return Exposure(dataclasses.replace(prepared, onnx_path=path, signature=signature,
@@ -143,7 +147,7 @@ def _fixed_batch(graph: Any, initializers: set[str]) -> int | None:
     return None
 
 
-def _per_sample(kind: Any, fixed: int | None) -> str | None:
+def _per_sample(kind: Any, fixed: int | None, symbols: set[str]) -> str | None:
     """Why a tensor of this type cannot be compared row for row, or None when it can."""
     if not kind.HasField("shape"):
         return "its shape cannot be inferred"
@@ -151,7 +155,7 @@ def _per_sample(kind: Any, fixed: int | None) -> str | None:
     if not dims:
         return "a scalar, not one value per sample"
     first = dims[0]
-    if first.dim_param == BATCH:
+    if first.dim_param in symbols:
         return None
     if fixed is not None and first.HasField("dim_value") and first.dim_value == fixed:
         return None

@@ -215,7 +215,7 @@ def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: 
                                                  f"it: {type(exc).__name__}: {exc}")
             continue
         written[name] = os.path.join(workdir, f"model.{name}.onnx")
-        onnx.save(converted, written[name])
+        onnx.save(_repaired(converted, onnx.load(path)), written[name])
     runs: dict[str, AuditResult] = {}
     for name, model_path in (("fp32", path), *written.items()):
         runs[name] = audit(model_path, [VERIFY], source, **{**common, "warmup": 2})
@@ -229,6 +229,50 @@ def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: 
         failed = result.reference.error if not result.reference.ok else None
         sides[name] = Side(flips, None, ran.latency.p50_ms if ran.latency else None, failed)
     return written.get("mixed"), sides
+
+
+def _repaired(converted: Any, original: Any) -> Any:
+    """Two things onnxconverter-common's `node_block_list` does that a mixed model must not
+    (onnxconverter-common 1.16): it stores the weights only kept nodes read in FP16 and casts
+    them back, and it casts a kept node's graph output to FP16 despite keep_io_types. Here
+    those weights are the original FP32 values again, and every graph output the original
+    has in FP32 is FP32, so the file computes what the search verified."""
+    from onnx import TensorProto, helper
+
+    graph = converted.graph
+    fp32 = {t.name: t for t in original.graph.initializer if t.data_type == TensorProto.FLOAT}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def casts_to_float(node: Any) -> bool:
+        return node.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT
+                                              for a in node.attribute)
+
+    for index, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT16 and init.name in fp32 and all(
+                casts_to_float(n) for n in readers.get(init.name, [])):
+            graph.initializer[index].CopyFrom(fp32[init.name])  # the Cast is now FP32 -> FP32
+    wanted = {o.name for o in original.graph.output
+              if o.type.tensor_type.elem_type == TensorProto.FLOAT}
+    producer = {name: node for node in graph.node for name in node.output}
+    for output in graph.output:
+        if output.name not in wanted or output.type.tensor_type.elem_type != TensorProto.FLOAT16:
+            continue
+        node = producer.get(output.name)
+        if node is not None and node.op_type == "Cast":  # undo the cast to FP16 at the end
+            for attribute in node.attribute:
+                if attribute.name == "to":
+                    attribute.i = TensorProto.FLOAT
+        elif node is not None:
+            low = output.name + "_fp16"
+            node.output[list(node.output).index(output.name)] = low
+            graph.node.append(helper.make_node("Cast", [low], [output.name],
+                                               to=TensorProto.FLOAT))
+        output.type.tensor_type.elem_type = TensorProto.FLOAT
+    graph.ClearField("value_info")  # the converter's types; ONNX Runtime infers them again
+    return converted
 
 
 def _checks(written: str | None, keep: list[str], verified: dict[str, Side]
