@@ -266,6 +266,12 @@ def test_keep_fp32_removes_the_flips_with_a_handful_of_nodes(located_models, tmp
     assert "write FP16:" not in result.checks[0]
     assert result.settings["onnx"]["node_block_list"] == kept
     assert KeepResult.load(str(out / "keep.json")) == result
+    # the file keeps FP32 inputs and outputs, and the kept shift's constant in FP32
+    written = onnx.load(result.written)
+    assert [o.type.tensor_type.elem_type for o in written.graph.output] == [TensorProto.FLOAT]
+    constants = {t.name: t.data_type for t in written.graph.initializer}
+    assert constants["shift"] == TensorProto.FLOAT and constants["W0"] == TensorProto.FLOAT16
+    assert result.verified["mixed"].flips == 0
 
 
 def test_keep_fp32_says_when_no_set_meets_the_policy(located_models):
