@@ -15,6 +15,8 @@ _EXPORTS = {
     "audit": "modelparity.api",
     "localize": "modelparity.locate",
     "LocateResult": "modelparity.locate",
+    "keep_fp32": "modelparity.locate.keep",
+    "KeepResult": "modelparity.locate.keep",
     "AuditResult": "modelparity.result",
     "BackendResult": "modelparity.result",
     "BackendSpec": "modelparity.spec",
