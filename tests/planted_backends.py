@@ -45,8 +45,9 @@ class Planted:
         at = int(self.options.get("at", "-1"))
         if self.batch == at:
             self.planted(outputs)
-        if "nudge" in self.options:
-            self.nudge(outputs, rows)
+        if "nudge" in self.options and ("when_exposed" not in self.options
+                                        or len(self.names) > int(self.options["when_exposed"])):
+            self.nudge(outputs, rows)  # when_exposed=N: only with more than N outputs
         self.rows_seen += rows
         self.batch += 1
         return outputs

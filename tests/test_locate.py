@@ -346,3 +346,22 @@ def test_html_chart_and_model_explorer_node_data(located_models, planted_here, t
     data = json.loads(painted.read_text())
     assert data["results"]["h2"]["value"] > data["results"]["h1"]["value"] + 3
     assert {g["stop"] for g in data["gradient"]} >= {0, 1}
+
+
+def test_it_says_when_exposing_the_intermediates_changed_the_outputs(located_models,
+                                                                     planted_here):
+    """A runtime that computes otherwise once its intermediates are outputs (other fusions,
+    openvino #25744), planted: the final output moves only in the exposed model. locate says
+    so, with both errors."""
+    result = modelparity.localize(located_models["mlp"],
+                                  f"{PLANTED}?nudge=0.01&rows=1,2&when_exposed=1",
+                                  task="multiclass", precision="fp32", samples=8)
+    [final] = result.final
+    assert final.plain == 0.0 and final.exposed > 0 and result.exposure_changed
+    outcome = CliRunner().invoke(app, ["locate", located_models["mlp"], "-b",
+                                       f"{PLANTED}?nudge=0.01&rows=1,2&when_exposed=1",
+                                       "--precision", "fp32", "--task", "multiclass",
+                                       "--samples", "8"], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    assert "exposing the intermediate tensors changed the candidate's output 'prob'" \
+        in outcome.stdout
