@@ -48,6 +48,8 @@ class Planted:
         if "nudge" in self.options and ("when_exposed" not in self.options
                                         or len(self.names) > int(self.options["when_exposed"])):
             self.nudge(outputs, rows)  # when_exposed=N: only with more than N outputs
+        for name in filter(None, self.options.get("drop", "").split(",")):
+            outputs.pop(name, None)  # as a runtime that fused the node returns no output
         self.rows_seen += rows
         self.batch += 1
         return outputs

@@ -365,3 +365,22 @@ def test_it_says_when_exposing_the_intermediates_changed_the_outputs(located_mod
     assert outcome.exit_code == 0, outcome.output
     assert "exposing the intermediate tensors changed the candidate's output 'prob'" \
         in outcome.stdout
+
+
+def test_a_fault_inside_a_fused_region_names_the_region(located_models, planted_here):
+    """A backend that fuses Gemm and Relu returns no Gemm output: the fault planted in the
+    Gemm is found in the region (Gemm + Relu), judged on what the region reads, and run alone
+    as one piece with --isolate."""
+    result = modelparity.localize(located_models["mlp"],
+                                  f"{PLANTED}?round_at=h2&drop=h2", task="multiclass",
+                                  precision="fp32", samples=16, isolate=True)
+    region = result.node(result.first)
+    assert region.cluster == ("fc2", "relu2") and region.label == "fc2 + relu2"
+    assert region.inherited < 1e-6 and region.gain > 100
+    assert region.isolated > 1e-5
+    assert dict(result.unmatched)["h2"].startswith("not returned by the backend")
+    outcome = CliRunner().invoke(app, ["locate", located_models["mlp"], "-b",
+                                       f"{PLANTED}?round_at=h2&drop=h2", "--precision",
+                                       "fp32", "--task", "multiclass", "--samples", "8"],
+                                 terminal_width=200)
+    assert "first divergent region: fc2 + relu2 (Relu, depth 6)" in outcome.stdout

@@ -25,6 +25,8 @@ def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
     assert printed[0] in {"bfloat16", "float32", "float16"}  # read back from OpenVINO
     assert (tmp_path / "report.json").is_file()
     assert printed[-1] == "['ORT-1']"  # lint, which runs nothing
+    assert printed[-2].startswith("True ")  # keep-fp32 met flips==0
+    assert (tmp_path / "keep" / "keep.json").is_file()
     if printed[0] == "bfloat16":  # OV-1 applies: its finding is printed, and the fix's outcome
         assert any(line.startswith("OV-1 openvino:cpu?INFERENCE_PRECISION_HINT=f32")
                    for line in printed)
@@ -32,12 +34,14 @@ def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
         assert (tmp_path / "out" / "report.json").is_file()
 
 
-def test_every_run_option_in_the_readme_exists():
-    help_text = CliRunner().invoke(app, ["run", "--help"], terminal_width=200).output
+def test_every_option_in_the_readme_exists():
+    commands = ("run", "locate", "keep-fp32", "report", "lint", "demo", "fp")
+    help_text = "".join(CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+                        for command in commands)
     mentioned = set(re.findall(r"`(--[a-z][a-z-]+)", README))
     assert mentioned, "the README names no options?"
     missing = sorted(option for option in mentioned if option not in help_text)
-    assert not missing, f"README mentions options that `run` lacks: {missing}"
+    assert not missing, f"README mentions options no command has: {missing}"
 
 
 def test_pytest_example_passes_and_fails_as_described(models, data_files, tmp_path,

@@ -106,9 +106,10 @@ class CompareSink:
     def __init__(self, reader: SpoolReader, head: DecisionHead, output: str,
                  samples: int | None, roundtrip: bool, partial: bool = False,
                  layout: Layout = DEFAULT_LAYOUT, where: str = "the inputs",
-                 fed: str = "this backend") -> None:
+                 fed: str = "this backend", optional: frozenset[str] = frozenset()) -> None:
         self.reader = reader
         self.where, self.fed = where, fed  # the source and the backend, named if they differ
+        self.optional = optional  # outputs it may leave out (fused intermediates, locate)
         self.seen = 0  # samples compared so far
         self.layout = layout  # a stacked state's slices get errors of their own
         self.head = head
@@ -129,11 +130,15 @@ class CompareSink:
             raise BackendFailed("compare", "mismatch", "returned more samples than the "
                                 "reference")
         self._check_inputs(block)
-        if set(block.outputs) != set(reference):
+        if set(block.outputs) != set(reference) and not (
+                set(block.outputs) <= set(reference)
+                and set(reference) - set(block.outputs) <= self.optional):
             raise BackendFailed("compare", "mismatch",
                                 f"outputs {sorted(block.outputs)} do not match the reference's "
                                 f"{sorted(reference)}")
         for name, ref in reference.items():
+            if name not in block.outputs:
+                continue  # an optional output this backend did not return
             cand = np.asarray(block.outputs[name])
             if cand.shape != ref.shape:
                 raise BackendFailed("compare", "mismatch",
@@ -294,7 +299,8 @@ def execute(plan: Plan, context: Context, *, resume: bool = False) -> Execution:
             try:
                 sink = CompareSink(reader, context.head, context.output, expected,
                                    fingerprint, partial=partial, layout=context.layout,
-                                   where=context.source.describe(), fed=item.text)
+                                   where=context.source.describe(), fed=item.text,
+                                   optional=frozenset(context.model.optional_outputs))
                 run = run_backend(item, worker, sink, context.progress, expected or None)
             finally:
                 reader.close()

@@ -54,13 +54,21 @@ class NodeError:
     gain: float  # error / max(inherited, rounding, floor)
     nonfinite: int = 0  # values finite in the reference, NaN or inf here
     isolated: float = math.nan  # its error run alone on the reference's inputs (--isolate)
+    # where the backend fused nodes before it (returned none of their outputs): every node of
+    # the region, in graph order, this one last; empty for a node on its own
+    cluster: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return " + ".join(self.cluster) if self.cluster else self.node
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "op_type": self.op_type, "index": self.index,
                 "depth": self.depth, "tensor": self.tensor, "error": json_float(self.error),
                 "floor": json_float(self.floor), "explained": json_float(self.explained),
                 "inherited": json_float(self.inherited), "gain": json_float(self.gain),
-                "nonfinite": self.nonfinite, "isolated": json_float(self.isolated)}
+                "nonfinite": self.nonfinite, "isolated": json_float(self.isolated),
+                "cluster": list(self.cluster)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeError:
@@ -71,7 +79,8 @@ class NodeError:
         return cls(str(data["node"]), str(data["op_type"]), int(data["index"]),
                    int(data["depth"]), str(data["tensor"]), number("error"), number("floor"),
                    number("explained"), number("inherited"), number("gain"),
-                   int(data.get("nonfinite", 0)), number("isolated"))
+                   int(data.get("nonfinite", 0)), number("isolated"),
+                   tuple(data.get("cluster") or ()))
 
 
 @dataclass(frozen=True)
@@ -128,22 +137,34 @@ def judge(nodes: Sequence[Node], graph_outputs: Sequence[str],
     produced = {name: node for node in nodes for name in node.outputs}
     results: list[NodeError] = []
     by_tensor: dict[str, float] = {}
+    fused: dict[str, tuple[Node, ...]] = {}  # tensor not returned -> the nodes behind it
     for node in nodes:
+        # a node whose compared outputs the backend did not return was fused into what reads
+        # them: the reader stands for the whole region (its `cluster`)
+        behind = tuple(dict.fromkeys(n for name in node.inputs for n in fused.get(name, ())))
+        region = (*behind, node)
         measured = [(name, _value(candidate, name)) for name in node.compared
                     if name in candidate]
         if not measured:
+            if node.compared:
+                for name in node.outputs:
+                    fused[name] = region
             continue
         tensor, error = max(measured, key=lambda item: -1.0 if math.isnan(item[1]) else item[1])
         for name, value in measured:
             by_tensor[name] = value
+        inside = {name for member in region for name in member.outputs}
+        reads = [name for member in region for name in member.inputs if name not in inside]
         inherited = max((by_tensor.get(name, rounding if name not in produced else math.nan)
-                         for name in node.inputs), key=_order, default=rounding)
+                         for name in reads), key=_order, default=rounding)
         base = _floor(_value(floor, tensor))
         scale = max(v for v in (inherited, rounding, base) if not math.isnan(v))
         gain = error / scale if not math.isnan(error) else math.nan
         results.append(NodeError(node.name, node.op_type, node.index, node.depth, tensor,
                                  error, _value(floor, tensor), _value(explained, tensor),
-                                 inherited, gain, candidate[tensor].nonfinite))
+                                 inherited, gain, candidate[tensor].nonfinite,
+                                 cluster=tuple(m.name for m in behind) and
+                                 tuple(m.name for m in region)))
     reaches = _reaches_outputs(nodes, graph_outputs, candidate, floor)
     first = next((r.node for r in results
                   if r.gain >= GAIN and r.error > 2 * _floor(r.floor) and reaches.get(r.node)),

@@ -128,7 +128,8 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
     signature = dataclasses.replace(prepared.signature,
                                     outputs=(*prepared.signature.outputs, *exposed))
     return Exposure(dataclasses.replace(prepared, onnx_path=path, signature=signature,
-                                        probes=()),
+                                        probes=(),
+                                        optional_outputs=tuple(i.name for i in exposed)),
                     tuple(nodes), originals, tuple(unmatched))
 
 

@@ -46,16 +46,18 @@ def isolate(exposure: Exposure, suspects: Sequence[NodeError], reference_spool: 
     found: dict[str, float | str] = {}
     for suspect in suspects:
         node = nodes[suspect.node]
-        reads = [name for name in node.inputs if name not in initializers]
+        members = [nodes[name] for name in suspect.cluster] or [node]  # a fused region whole
+        inside = {name for member in members for name in member.outputs}
+        reads = list(dict.fromkeys(name for member in members for name in member.inputs
+                                   if name not in initializers and name not in inside))
         missing = [name for name in reads if name not in graph_inputs
                    and name not in spool.names]
         if missing or not reads:
             found[node.name] = (f"reads '{missing[0]}', which was not compared" if missing
                                 else "reads nothing computed from the data")
             continue
-        if model.graph.node[node.index].attribute and any(
-                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                for a in model.graph.node[node.index].attribute):
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for member in members for a in model.graph.node[member.index].attribute):
             found[node.name] = "has a subgraph"
             continue
         try:

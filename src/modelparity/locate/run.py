@@ -117,14 +117,17 @@ def localize(
         if isolate:
             nodes, not_isolated = _isolated(exposure, found_nodes, exposed_dir, source,
                                             batch_size, workdir, spec, common)
+        fused = tuple((name, "not returned by the backend (fused into the node that reads "
+                             "it: the two are judged as one region)")
+                      for name in exposure.model.optional_outputs if name not in theirs.errors)
         final = tuple(FinalOutput(name, _norm(theirs, name), _norm(mine, name))
                       for name in exposure.graph_outputs)
         result = LocateResult(
             prepared.source, spec.text, plain.reference.spec, judged, found,
             int(plain.inputs.get("samples") or samples),
             nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
-            final, exposure.unmatched, mine.flips.count if mine.flips else None, yardsticks,
-            not_isolated)
+            final, (*exposure.unmatched, *fused), mine.flips.count if mine.flips else None,
+            yardsticks, not_isolated)
         if out:
             result.save(os.path.join(out, "locate.json"))
         return result

@@ -34,6 +34,9 @@ class PreparedModel:
     # Its int8 steps turn any difference before them, FP32 reordering included, into a whole
     # step, so the error profile cannot tell one float precision from another.
     quantized: tuple[str, ...] = ()
+    # Outputs a backend may leave out (`locate` exposes intermediates, and a runtime that fuses
+    # a node into the next does not return its output): compared where returned.
+    optional_outputs: tuple[str, ...] = ()
 
 
 ACCEPTED_FORMS = (

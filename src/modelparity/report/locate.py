@@ -44,7 +44,7 @@ def nodes_table(result: LocateResult, nodes: list[NodeError]) -> Table:
         table.add_column(column, justify="left" if column in ("node", "op") else "right")
     for node in nodes:
         style = "bold red" if node.node == result.first else ""
-        table.add_row(_text(node.node, style), _text(node.op_type), str(node.depth),
+        table.add_row(_text(node.label, style), _text(node.op_type), str(node.depth),
                       _number(node.error) if not node.nonfinite else f"inf ({node.nonfinite})",
                       _number(node.floor), *([_number(node.explained)] if explained else []),
                       _number(node.inherited), _gain(node.gain),
@@ -74,7 +74,8 @@ def render_locate(result: LocateResult, console: Console, *, every_node: bool = 
     if result.first is not None:
         node = result.node(result.first)
         console.print(_text(
-            f"first divergent node: {node.node} ({node.op_type}, depth {node.depth}): error "
+            f"first divergent {'region' if node.cluster else 'node'}: {node.label} "
+            f"({node.op_type}, depth {node.depth}): error "
             f"{_number(node.error)} at '{node.tensor}', {_gain(node.gain)} the largest of "
             f"what it inherits ({_number(node.inherited)}), {result.precision} rounding "
             f"({_number(ROUNDING[result.precision])}) and the FP32 floor "

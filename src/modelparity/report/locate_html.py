@@ -88,7 +88,7 @@ def growth_svg(result: LocateResult) -> str:
 
 
 def _row(node: NodeError, first: str | None) -> str:
-    cells = [_e(node.node), _e(node.op_type), str(node.depth), f"{node.error:.2e}",
+    cells = [_e(node.label), _e(node.op_type), str(node.depth), f"{node.error:.2e}",
              f"{node.floor:.2e}", f"{node.explained:.2e}", f"{node.inherited:.2e}",
              f"x{node.gain:.3g}", "" if math.isnan(node.isolated) else f"{node.isolated:.2e}"]
     style = ' class="bad"' if node.node == first else ""
@@ -104,7 +104,7 @@ def render_locate_html(result: LocateResult) -> str:
             f"against {_e(result.precision)} ({_e(result.precision_from)})</p>")
     if result.first:
         node = result.node(result.first)
-        verdict = (f'<div class="banner bad">first divergent node: {_e(node.node)} '
+        verdict = (f'<div class="banner bad">first divergent node: {_e(node.label)} '
                    f"({_e(node.op_type)}), error {node.error:.2e}, x{node.gain:.3g} what it "
                    f"inherits</div>")
     else:
