@@ -384,3 +384,18 @@ def test_a_fault_inside_a_fused_region_names_the_region(located_models, planted_
                                        "fp32", "--task", "multiclass", "--samples", "8"],
                                  terminal_width=200)
     assert "first divergent region: fc2 + relu2 (Relu, depth 6)" in outcome.stdout
+
+
+def test_openvino_keeps_its_fusion_and_is_judged_by_its_fused_regions(located_models):
+    """OpenVINO runs each Gemm and its Relu as one FullyConnected kernel and says so
+    (`originalLayersNames`): locate exposes only each kernel's output, so the fusion stays, and
+    judges the pair as one region. Exposing the Gemm outputs too would split the kernels."""
+    pytest.importorskip("openvino")
+    result = modelparity.localize(located_models["mlp"], "openvino:cpu?INFERENCE_PRECISION_HINT"
+                                  "=f32", task="multiclass", precision="fp32", samples=16)
+    regions = {n.node: n.cluster for n in result.nodes}
+    assert regions["relu2"] == ("fc2", "relu2")
+    assert "fc2" not in regions  # judged inside its region, not on its own
+    why = dict(result.unmatched)
+    assert why["h2"] == "inside a fused kernel (with relu2): judged with it"
+    assert not result.exposure_changed

@@ -153,7 +153,28 @@ class OpenVINOBackend(Backend):
             except Exception:
                 pass
             info["runtime_precisions"] = self.runtime_precisions()
+            fused = self.fused_layers()
+            if fused:
+                info["fused_layers"] = fused
         return info
+
+    def fused_layers(self) -> list[list[str]]:
+        """The model's layers each executed node fused (`originalLayersNames` in its rt_info,
+        where it names more than one): `locate` judges those as one region and leaves their
+        inner tensors unexposed, so exposing intermediates does not undo the fusion."""
+        try:
+            runtime_model = self.compiled.get_runtime_model()
+        except Exception:
+            return []
+        fused = []
+        for op in runtime_model.get_ordered_ops():
+            info = op.get_rt_info()
+            if "originalLayersNames" not in info:
+                continue
+            names = [n for n in info["originalLayersNames"].astype(str).split(",") if n]
+            if len(names) > 1:
+                fused.append(names)
+        return fused
 
     def runtime_precisions(self) -> dict[str, int]:
         """The runtime's own testimony: how many executed compute layers ran at each precision,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,12 @@ def _node_name(node: Any, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def expose(prepared: PreparedModel, workdir: str) -> Exposure:
-    """`prepared` with every per-sample floating-point intermediate tensor as an output."""
+def expose(prepared: PreparedModel, workdir: str,
+           fused: Sequence[Sequence[str]] = ()) -> Exposure:
+    """`prepared` with every per-sample floating-point intermediate tensor as an output.
+    `fused`: groups of node names a runtime runs as one kernel (OpenVINO's
+    `originalLayersNames`); only each group's last node's outputs are exposed, so the runtime
+    keeps its fusion, and the others are judged with it as one region."""
     import onnx
     from onnx import helper, shape_inference
 
@@ -96,6 +101,13 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
     unmatched: list[tuple[str, str]] = []
     nodes: list[Node] = []
     depth: dict[str, int] = {}
+    position = {_node_name(node, index): index for index, node in enumerate(graph.node)}
+    inner: dict[str, str] = {}  # a fused group's node, not its last -> the last
+    for group in fused:
+        members = sorted(position[name] for name in group if name in position)
+        for index in members[:-1]:
+            inner[_node_name(graph.node[index], index)] = \
+                _node_name(graph.node[members[-1]], members[-1])
     for index, node in enumerate(graph.node):
         level = 1 + max((depth.get(name, 0) for name in node.input if name), default=0)
         mine = []
@@ -112,6 +124,10 @@ def expose(prepared: PreparedModel, workdir: str) -> Exposure:
                 unmatched.append((name, why))
                 continue
             mine.append(name)
+            if _node_name(node, index) in inner and name not in originals:
+                unmatched.append((name, f"inside a fused kernel (with "
+                                        f"{inner[_node_name(node, index)]}): judged with it"))
+                continue  # compared, but not exposed: the runtime keeps its fusion
             if name not in originals:
                 shape = tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
                               for d in kind.shape.dim)

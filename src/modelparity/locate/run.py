@@ -97,7 +97,7 @@ def localize(
         if not mine.ok:
             raise InputError(f"{spec.text}: {mine.error}")
         judged, found = (precision, "given") if precision else _measured(mine)
-        exposure = expose(prepared, workdir)
+        exposure = expose(prepared, workdir, mine.description.get("fused_layers") or ())
         yardsticks = {"floor": FLOOR}
         if judged != "fp32":
             yardsticks["explained"] = f"emulate:{judged}"
