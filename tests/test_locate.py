@@ -383,7 +383,7 @@ def test_a_fault_inside_a_fused_region_names_the_region(located_models, planted_
                                        f"{PLANTED}?round_at=h2&drop=h2", "--precision",
                                        "fp32", "--task", "multiclass", "--samples", "8"],
                                  terminal_width=200)
-    assert "first divergent region: fc2 + relu2 (Relu, depth 6)" in outcome.stdout
+    assert "first divergent region: fc2 + relu2 (Gemm+Relu, depth 6)" in outcome.stdout
 
 
 def test_openvino_keeps_its_fusion_and_is_judged_by_its_fused_regions(located_models):

@@ -160,7 +160,8 @@ def judge(nodes: Sequence[Node], graph_outputs: Sequence[str],
         base = _floor(_value(floor, tensor))
         scale = max(v for v in (inherited, rounding, base) if not math.isnan(v))
         gain = error / scale if not math.isnan(error) else math.nan
-        results.append(NodeError(node.name, node.op_type, node.index, node.depth, tensor,
+        kind = "+".join(m.op_type for m in region)  # a fused region: its kernel's ops
+        results.append(NodeError(node.name, kind, node.index, node.depth, tensor,
                                  error, _value(floor, tensor), _value(explained, tensor),
                                  inherited, gain, candidate[tensor].nonfinite,
                                  cluster=tuple(m.name for m in behind) and
