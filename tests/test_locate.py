@@ -272,6 +272,13 @@ def test_keep_fp32_removes_the_flips_with_a_handful_of_nodes(located_models, tmp
     constants = {t.name: t.data_type for t in written.graph.initializer}
     assert constants["shift"] == TensorProto.FLOAT and constants["W0"] == TensorProto.FLOAT16
     assert result.verified["mixed"].flips == 0
+    # OpenVINO's setting, checked statically: its reader names the ops as keep.json does
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is not None:
+        assert any(line.startswith("OpenVINO: every kept node is an op") for line in
+                   result.checks), result.checks
+        assert len(result.settings["openvino"]["nodes"]) == len(kept)
 
 
 def test_keep_fp32_says_when_no_set_meets_the_policy(located_models):

@@ -162,11 +162,15 @@ def keep_fp32(
             written, verified = _write_and_verify(prepared.onnx_path, [n for _, n, _ in chosen],
                                                   source, workdir, common)
             checks = _checks(written, [n for _, n, _ in chosen], verified)
+        outputs = {n.name: n.outputs for n in nodes}
+        ov_names, ov_checks = _openvino_names(prepared.onnx_path, [n for _, n, _ in chosen],
+                                              outputs)
+        checks = (*checks, *ov_checks)
         result = KeepResult(
             prepared.source, precision, requirement.text, found.kept is not None, chosen,
             found.evaluations, _described(found, len(ranked)), _side(before),
             _side(after) if after is not None else Side(None, None), written, verified,
-            _settings([n for _, n, _ in chosen], precision), len(nodes), checks)
+            _settings([n for _, n, _ in chosen], precision, ov_names), len(nodes), checks)
         if out:
             import json
 
@@ -312,18 +316,50 @@ def _checks(written: str | None, keep: list[str], verified: dict[str, Side]
     return tuple(lines)
 
 
+def _openvino_names(path: str, keep: list[str], outputs: dict[str, tuple[str, ...]]
+                    ) -> tuple[list[str] | None, tuple[str, ...]]:
+    """Static check of the OpenVINO setting, where OpenVINO is installed: each kept node is an
+    op of the model as OpenVINO reads it, so `disable_fp16_compression` can be set on it (this
+    CPU may have no FP16 to show the effect). OpenVINO's reader names an op after the node, or
+    after its output where the node writes a graph output; the names found are returned."""
+    import importlib.util
+
+    if not keep or importlib.util.find_spec("openvino") is None:
+        return None, ()
+    try:
+        import openvino as ov
+
+        names = {op.get_friendly_name() for op in ov.Core().read_model(path).get_ops()}
+    except Exception as exc:  # OpenVINO's reader raises its own errors
+        return None, (f"OpenVINO cannot read the model to check the setting: "
+                      f"{type(exc).__name__}",)
+    found = {node: next((n for n in (node, *outputs.get(node, ())) if n in names), None)
+             for node in keep}
+    missing = [node for node, name in found.items() if name is None]
+    if missing:
+        return None, (f"OpenVINO: {len(missing)} kept node(s) are not ops of the model as "
+                      f"OpenVINO reads it (fused or renamed by its reader): "
+                      f"{', '.join(missing)}",)
+    return [str(found[node]) for node in keep], (
+        "OpenVINO: every kept node is an op of the model as OpenVINO reads it (names in "
+        "keep.json), so disable_fp16_compression can be set on each (checked, not run in FP16 "
+        "here)",)
+
+
 def _task_fields(task: dict[str, Any]) -> dict[str, Any]:
     fields = TaskConfig.__dataclass_fields__
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in task.items()
             if k in fields}
 
 
-def _settings(keep: list[str], precision: str) -> dict[str, Any]:
-    """The same choice as each runtime's own setting, for the kept nodes' names."""
+def _settings(keep: list[str], precision: str, openvino: list[str] | None = None
+              ) -> dict[str, Any]:
+    """The same choice as each runtime's own setting, for the kept nodes' names (OpenVINO's
+    own op names where they were read back)."""
     return {
         "onnx": {"tool": "onnxconverter_common.float16.convert_float_to_float16",
                  "node_block_list": keep, "keep_io_types": True},
-        "openvino": {"rt_info": "disable_fp16_compression", "nodes": keep,
+        "openvino": {"rt_info": "disable_fp16_compression", "nodes": openvino or keep,
                      "note": "set on each named node of the converted model before "
                              "compile_model; the plugin keeps those nodes in FP32"},
         "coremltools": {"compute_precision": "ct.transform.FP16ComputePrecision(op_selector="
