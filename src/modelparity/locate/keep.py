@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from modelparity.decisions import TaskConfig, find_flips, make_head
 from modelparity.errors import InputError
 from modelparity.folders import output_folder
 from modelparity.inputs import FirstSamples, InputSource, open_inputs
+from modelparity.locate.expose import expose
 from modelparity.locate.run import LOCATE_SAMPLES, localize
 from modelparity.locate.search import rank, search
 from modelparity.model import prepare_model
@@ -84,8 +86,6 @@ class KeepResult:
 
     @classmethod
     def load(cls, path: str) -> KeepResult:
-        import json
-
         with open(path) as handle:
             return cls.from_dict(json.load(handle))
 
@@ -137,8 +137,6 @@ def keep_fp32(
         located = localize(prepared.onnx_path, f"emulate:{precision}", source, task=task,
                            reference=reference, precision=precision, samples=locate_samples,
                            timeout=timeout, out=os.path.join(workdir, "locate"))
-        from modelparity.locate.expose import expose
-
         nodes = expose(prepared, workdir).nodes
         ranked = rank(nodes, located.nodes)
         runs: dict[frozenset[int], BackendResult] = {}
@@ -172,8 +170,6 @@ def keep_fp32(
             _side(after) if after is not None else Side(None, None), written, verified,
             _settings([n for _, n, _ in chosen], precision, ov_names), len(nodes), checks)
         if out:
-            import json
-
             with open(os.path.join(out, "keep.json"), "w") as handle:
                 json.dump(result.to_dict(), handle, indent=1)
         return result
