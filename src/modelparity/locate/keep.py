@@ -14,22 +14,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelparity.api import audit
+from modelparity.backends import parse_spec
 from modelparity.decisions import TaskConfig, find_flips, make_head
 from modelparity.errors import InputError
-from modelparity.folders import output_folder
-from modelparity.inputs import FirstSamples, InputSource, open_inputs
-from modelparity.locate.expose import expose
-from modelparity.locate.run import LOCATE_SAMPLES, localize
+from modelparity.inputs import FirstSamples, InputSource
+from modelparity.locate.run import LOCATE_BATCH, LOCATE_SAMPLES, located, opened
 from modelparity.locate.search import rank, search
-from modelparity.model import prepare_model
 from modelparity.plan import DEFAULT_REFERENCE, Settings
 from modelparity.policy import Policy, parse_policy, requirement_met
 from modelparity.result import AuditResult, BackendResult
@@ -125,20 +121,16 @@ def keep_fp32(
     if precision not in ("fp16", "bf16"):
         raise InputError(f"--precision {precision}: expected fp16 or bf16")
     requirement = policy if isinstance(policy, Policy) else parse_policy(policy)
-    with contextlib.ExitStack() as stack:
-        workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
-        output_folder(workdir)
-        prepared = prepare_model(model, workdir, allow_pickle=allow_pickle, timeout=timeout,
-                                 keep_log=bool(out))
-        source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
-            inputs, prepared.signature, shapes=shapes, samples=samples, seed=seed,
-            value_range=value_range)
-        source = FirstSamples(source, samples)
-        located = localize(prepared.onnx_path, f"emulate:{precision}", source, task=task,
-                           reference=reference, precision=precision, samples=locate_samples,
-                           timeout=timeout, out=os.path.join(workdir, "locate"))
-        nodes = expose(prepared, workdir).nodes
-        ranked = rank(nodes, located.nodes)
+    with opened(model, inputs, out, samples=samples, shapes=shapes, seed=seed,
+                value_range=value_range, timeout=timeout,
+                allow_pickle=allow_pickle) as (workdir, prepared, source):
+        guide, exposure = located(prepared, parse_spec(f"emulate:{precision}"),
+                                  FirstSamples(source, locate_samples),
+                                  os.path.join(workdir, "locate"), keep=True, task=task,
+                                  reference=reference, precision=precision,
+                                  batch_size=LOCATE_BATCH, timeout=timeout)
+        nodes = exposure.nodes
+        ranked = rank(nodes, guide.nodes)
         runs: dict[frozenset[int], BackendResult] = {}
         common = {"task": task, "reference": reference, "batch_size": batch_size,
                   "timeout": timeout, "warmup": 0, "fingerprint": False}

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from modelparity.api import audit
@@ -31,7 +32,7 @@ from modelparity.locate.analyse import ROUNDING, Localization, NodeError, Tensor
 from modelparity.locate.expose import Exposure, expose
 from modelparity.locate.isolate import isolate as isolate_nodes
 from modelparity.locate.result import FinalOutput, LocateResult
-from modelparity.model import prepare_model
+from modelparity.model import PreparedModel, prepare_model
 from modelparity.model.probe import PROBED_RUNTIMES
 from modelparity.plan import DEFAULT_REFERENCE, PROFILE_BACKENDS, Settings
 from modelparity.result import AuditResult, BackendResult
@@ -41,6 +42,7 @@ PRECISIONS = tuple(ROUNDING)
 ISOLATED = 5  # suspects run alone with --isolate
 FLOOR = PROFILE_BACKENDS["fp32"]  # FP32 noise: ONNX Runtime, basic optimisation, 1 thread
 LOCATE_SAMPLES = 64
+LOCATE_BATCH = 16  # every intermediate of a batch is in flight at once: small batches
 
 
 def localize(
@@ -52,7 +54,7 @@ def localize(
     reference: str | BackendSpec = DEFAULT_REFERENCE,
     precision: str | None = None,
     samples: int = LOCATE_SAMPLES,
-    batch_size: int = 16,
+    batch_size: int = LOCATE_BATCH,
     shapes: dict[str, tuple[int, ...]] | None = None,
     seed: int = 0,
     value_range: tuple[float, float] = (-1.0, 1.0),
@@ -79,6 +81,23 @@ def localize(
         raise InputError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if samples < 1:
         raise InputError(f"--samples {samples}: expected at least 1")
+    with opened(model, inputs, out, samples=samples, shapes=shapes, seed=seed,
+                value_range=value_range, timeout=timeout,
+                allow_pickle=allow_pickle) as (workdir, prepared, source):
+        result, _ = located(prepared, spec, source, workdir, keep=bool(out), task=task,
+                            reference=reference, precision=precision, batch_size=batch_size,
+                            timeout=timeout, isolate=isolate, progress=progress)
+        return result
+
+
+@contextlib.contextmanager
+def opened(model: str, inputs: str | InputSource | None, out: str | None, *, samples: int,
+           shapes: dict[str, tuple[int, ...]] | None, seed: int,
+           value_range: tuple[float, float], timeout: float, allow_pickle: bool
+           ) -> Iterator[tuple[str, PreparedModel, InputSource]]:
+    """What `localize` and `keep_fp32` start from: the work folder (`out`, or a temporary one
+    removed afterwards), the model prepared in it, and the first `samples` of `inputs`
+    (synthetic ones without)."""
     with contextlib.ExitStack() as stack:
         workdir = out or stack.enter_context(tempfile.TemporaryDirectory(prefix="modelparity-"))
         output_folder(workdir)
@@ -87,50 +106,61 @@ def localize(
         source = inputs if not (inputs is None or isinstance(inputs, str)) else open_inputs(
             inputs, prepared.signature, shapes=shapes, samples=samples, seed=seed,
             value_range=value_range)
-        source = FirstSamples(source, samples)
-        common = {"task": task, "reference": reference, "batch_size": batch_size,
-                  "timeout": timeout, "warmup": 0, "profile_samples": samples,
-                  "progress": progress}
-        plain = audit(prepared, [spec], source, fingerprint=precision is None,
-                      out=os.path.join(out, "plain") if out else None, **common)
-        mine = plain.candidates[0]
-        if not mine.ok:
-            raise InputError(f"{spec.text}: {mine.error}")
-        judged, found = (precision, "given") if precision else _measured(mine)
-        exposure = expose(prepared, workdir, mine.description.get("fused_layers") or ())
-        yardsticks = {"floor": FLOOR}
-        if judged != "fp32":
-            yardsticks["explained"] = f"emulate:{judged}"
-        extra = [text for text in yardsticks.values() if parse_spec(text).key != spec.key]
-        exposed_dir = os.path.join(workdir, "exposed")  # --isolate reads its spool
-        exposed = audit(exposure.model, [spec, *extra], source, fingerprint=False,
-                        out=exposed_dir, **common)
-        theirs = exposed.candidates[0]
-        if not theirs.ok:
-            raise InputError(f"{spec.text}, with its intermediate tensors as outputs: "
-                             f"{theirs.error}")
-        errors = {role: _errors(exposed.backend(text)) if parse_spec(text).key != spec.key
-                  else _errors(theirs) for role, text in yardsticks.items()}
-        found_nodes = judge(exposure.nodes, exposure.graph_outputs, _errors(theirs), judged,
-                            floor=errors.get("floor"), explained=errors.get("explained"))
-        nodes, not_isolated = found_nodes.nodes, ()
-        if isolate:
-            nodes, not_isolated = _isolated(exposure, found_nodes, exposed_dir, source,
-                                            batch_size, workdir, spec, common)
-        fused = tuple((name, "not returned by the backend (fused into the node that reads "
-                             "it: the two are judged as one region)")
-                      for name in exposure.model.optional_outputs if name not in theirs.errors)
-        final = tuple(FinalOutput(name, _norm(theirs, name), _norm(mine, name))
-                      for name in exposure.graph_outputs)
-        result = LocateResult(
-            prepared.source, spec.text, plain.reference.spec, judged, found,
-            int(plain.inputs.get("samples") or samples),
-            nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
-            final, (*exposure.unmatched, *fused), mine.flips.count if mine.flips else None,
-            yardsticks, not_isolated)
-        if out:
-            result.save(os.path.join(out, "locate.json"))
-        return result
+        yield workdir, prepared, FirstSamples(source, samples)
+
+
+def located(prepared: PreparedModel, spec: BackendSpec, source: InputSource, workdir: str, *,
+            keep: bool, task: str | TaskConfig, reference: str | BackendSpec,
+            precision: str | None, batch_size: int, timeout: float, isolate: bool = False,
+            progress: Progress | None = None) -> tuple[LocateResult, Exposure]:
+    """The two audits and the judgement, in `workdir` (see the module's docstring); with
+    `keep`, the plain audit's folder and locate.json stay there. The exposure is returned too:
+    `keep_fp32` ranks its nodes."""
+    output_folder(workdir)
+    samples = source.num_samples or 0
+    common = {"task": task, "reference": reference, "batch_size": batch_size,
+              "timeout": timeout, "warmup": 0, "profile_samples": samples or LOCATE_SAMPLES,
+              "progress": progress}
+    plain = audit(prepared, [spec], source, fingerprint=precision is None,
+                  out=os.path.join(workdir, "plain") if keep else None, **common)
+    mine = plain.candidates[0]
+    if not mine.ok:
+        raise InputError(f"{spec.text}: {mine.error}")
+    judged, found = (precision, "given") if precision else _measured(mine)
+    exposure = expose(prepared, workdir, mine.description.get("fused_layers") or ())
+    yardsticks = {"floor": FLOOR}
+    if judged != "fp32":
+        yardsticks["explained"] = f"emulate:{judged}"
+    extra = [text for text in yardsticks.values() if parse_spec(text).key != spec.key]
+    exposed_dir = os.path.join(workdir, "exposed")  # --isolate reads its spool
+    exposed = audit(exposure.model, [spec, *extra], source, fingerprint=False,
+                    out=exposed_dir, **common)
+    theirs = exposed.candidates[0]
+    if not theirs.ok:
+        raise InputError(f"{spec.text}, with its intermediate tensors as outputs: "
+                         f"{theirs.error}")
+    errors = {role: _errors(exposed.backend(text)) if parse_spec(text).key != spec.key
+              else _errors(theirs) for role, text in yardsticks.items()}
+    found_nodes = judge(exposure.nodes, exposure.graph_outputs, _errors(theirs), judged,
+                        floor=errors.get("floor"), explained=errors.get("explained"))
+    nodes, not_isolated = found_nodes.nodes, ()
+    if isolate:
+        nodes, not_isolated = _isolated(exposure, found_nodes, exposed_dir, source,
+                                        batch_size, workdir, spec, common)
+    fused = tuple((name, "not returned by the backend (fused into the node that reads "
+                         "it: the two are judged as one region)")
+                  for name in exposure.model.optional_outputs if name not in theirs.errors)
+    final = tuple(FinalOutput(name, _norm(theirs, name), _norm(mine, name))
+                  for name in exposure.graph_outputs)
+    result = LocateResult(
+        prepared.source, spec.text, plain.reference.spec, judged, found,
+        int(plain.inputs.get("samples") or samples),
+        nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
+        final, (*exposure.unmatched, *fused), mine.flips.count if mine.flips else None,
+        yardsticks, not_isolated)
+    if keep:
+        result.save(os.path.join(workdir, "locate.json"))
+    return result, exposure
 
 
 def _isolated(exposure: Exposure, found: Localization, exposed_dir: str, source: InputSource,
