@@ -39,3 +39,14 @@ def report_files(**paths: str | None) -> None:
             example = os.path.join(path, REPORT_NAMES.get(option, "report"))
             raise InputError(f"--{option} {path}: is a folder; expected a file path such as "
                              f"{example}")
+
+
+def write_atomic(path: str, text: str) -> str:
+    """Write `text` (UTF-8) to `path` through a temporary file beside it, so a reader, or a
+    later `--resume`, never finds half a file; the folder is made if missing. Returns `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelparity.decisions import Decided, Flips, Metrics
+from modelparity.folders import write_atomic
 from modelparity.knowledge.matcher import Finding
 from modelparity.numerics import ErrorStats
 from modelparity.numerics.fingerprint import Fingerprint
@@ -225,12 +226,7 @@ class AuditResult:
         })
 
     def save(self, path: str) -> str:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], decisions: Any = None) -> AuditResult:

@@ -19,6 +19,7 @@ from modelparity.decisions.store import (
 )
 from modelparity.execute.outcome import BackendRun
 from modelparity.execute.spool import OutputSpool
+from modelparity.folders import write_atomic
 from modelparity.numerics import ErrorStats
 from modelparity.numerics.latency import Latency
 from modelparity.numerics.roundtrip import RoundTrip
@@ -44,10 +45,7 @@ def save(run: BackendRun, folder: str, key: str) -> None:
     save_decided(decided_path(folder, run.spec), run.decided)
     if run.element_flips is not None:
         save_element_flips(element_flips_path(folder, run.spec), run.element_flips)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data))
 
 
 def load(folder: str, planned: Any, key: str) -> BackendRun | None:

@@ -23,6 +23,7 @@ from modelparity.api import audit
 from modelparity.backends import parse_spec
 from modelparity.decisions import TaskConfig, find_flips, make_head
 from modelparity.errors import InputError
+from modelparity.folders import write_atomic
 from modelparity.inputs import FirstSamples, InputSource
 from modelparity.locate.run import LOCATE_BATCH, LOCATE_SAMPLES, located, opened
 from modelparity.locate.search import rank, search
@@ -79,6 +80,9 @@ class KeepResult:
                 "after": self.after.to_dict(), "written": self.written,
                 "verified": {k: v.to_dict() for k, v in self.verified.items()},
                 "settings": self.settings, "checks": list(self.checks)}
+
+    def save(self, path: str) -> str:
+        return write_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str) -> KeepResult:
@@ -162,8 +166,7 @@ def keep_fp32(
             _side(after) if after is not None else Side(None, None), written, verified,
             _settings([n for _, n, _ in chosen], precision, ov_names), len(nodes), checks)
         if out:
-            with open(os.path.join(out, "keep.json"), "w") as handle:
-                json.dump(result.to_dict(), handle, indent=1)
+            result.save(os.path.join(out, "keep.json"))
         return result
 
 

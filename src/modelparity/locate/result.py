@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelparity.folders import write_atomic
 from modelparity.locate.analyse import NodeError, OpSummary
 from modelparity.serialize import json_float
 
@@ -97,11 +97,7 @@ class LocateResult:
                    tuple((u["node"], u["why"]) for u in data.get("not_isolated") or ()))
 
     def save(self, path: str) -> str:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(self.to_dict(), handle, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False))
 
     @classmethod
     def load(cls, path: str) -> LocateResult:

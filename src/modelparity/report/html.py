@@ -22,12 +22,12 @@ import datetime as _dt
 import html
 import itertools
 import math
-import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from modelparity.analyse.testimony import disagrees, runtime_says, told_line
+from modelparity.folders import write_atomic
 from modelparity.numerics.error_stats import Log2Histogram
 from modelparity.numerics.floats import describe_value
 from modelparity.report import (
@@ -1028,11 +1028,4 @@ def render_html(result: AuditResult) -> str:
 
 def write_html(result: AuditResult, path: str) -> str:
     """Write the report to `path` (atomically) and return the path."""
-    document = render_html(result)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(document)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, render_html(result))

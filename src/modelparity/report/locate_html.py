@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
+from modelparity.folders import write_atomic
 from modelparity.locate.analyse import ROUNDING, NodeError
 from modelparity.locate.result import LocateResult
 from modelparity.report.html import CSS, _e, _svg, _text
@@ -127,17 +127,8 @@ def render_locate_html(result: LocateResult) -> str:
             + "</body></html>")
 
 
-def _write(path: str, text: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_locate_html(result: LocateResult, path: str) -> str:
-    return _write(path, render_locate_html(result))
+    return write_atomic(path, render_locate_html(result))
 
 
 def model_explorer_data(result: LocateResult, what: str = "error") -> dict:
@@ -155,4 +146,4 @@ def model_explorer_data(result: LocateResult, what: str = "error") -> dict:
 
 
 def write_model_explorer(result: LocateResult, path: str, what: str = "error") -> str:
-    return _write(path, json.dumps(model_explorer_data(result, what), indent=1))
+    return write_atomic(path, json.dumps(model_explorer_data(result, what), indent=1))
