@@ -6,10 +6,12 @@ Exit codes: 0 when every backend ran and every --fail-on policy held, 1 when a p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +27,7 @@ from modelparity.plan import DEFAULT_REFERENCE, Settings
 from modelparity.report.names import plain
 
 if TYPE_CHECKING:
+    from modelparity.decisions import TaskConfig
     from modelparity.result import AuditResult
 
 app = typer.Typer(
@@ -65,6 +68,24 @@ class BarProgress:
         if spec in self.tasks:
             task = self.tasks[spec]
             self.progress.update(task, total=self.progress.tasks[task].completed)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[BarProgress]:
+    """One bar per backend on the terminal while the backends run, gone when they end."""
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        yield BarProgress(bar)
+
+
+def task_config(task: str, output: str | None, threshold: str, logits: bool, k: int,
+                custom: str | None, **more: object) -> TaskConfig:
+    """The task options every command takes, as one TaskConfig (`more`: run's extra ones)."""
+    from modelparity.decisions import TaskConfig
+
+    return TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
+                      logits=logits, k=k, custom=custom, **more)  # type: ignore[arg-type]
 
 
 def fail(message: str, debug: bool) -> typer.Exit:
@@ -264,7 +285,6 @@ def run(
     input, or a backend that failed).
     """
     from modelparity.api import audit
-    from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
     from modelparity.inputs.layout import parse_axes, parse_carry
     from modelparity.policy import parse_policies
@@ -273,14 +293,11 @@ def run(
         report_files(html=html, junit=junit, markdown=markdown)
         policies = parse_policies(fail_on)
         shapes = dict(parse_shape(text) for text in shape or [])
-        config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
-                            logits=logits, k=k, atol=atol, rtol=rtol, custom=custom,
-                            class_axis=class_axis)
+        config = task_config(task, output, threshold, logits, k, custom, atol=atol,
+                             rtol=rtol, class_axis=class_axis)
         axes = parse_axes(batch_axis or [])
         carried = dict(parse_carry(carry or []))
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                      MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as bar:
+        with progress_bars() as bars:
             result = audit(
                 model, backend, data, task=config, labels=labels, class_names=class_names,
                 reference=reference,
@@ -288,7 +305,7 @@ def run(
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
                 out=out, resume=resume, allow_pickle=allow_pickle, fingerprint=fingerprint,
                 profile_samples=profile_samples, fix=fix, batch_axes=axes, per_item=per_item,
-                carry=carried, progress=BarProgress(bar),
+                carry=carried, progress=bars,
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
@@ -395,7 +412,6 @@ def locate(
     with the error reaching the outputs, then the nodes that amplify most
     and a summary by op type. Exit 0 when it ran, 2 on an error.
     """
-    from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
     from modelparity.locate import localize
     from modelparity.report.locate import render_locate
@@ -404,16 +420,13 @@ def locate(
     try:
         report_files(html=html, model_explorer=model_explorer)
         shapes = dict(parse_shape(text) for text in shape or [])
-        config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
-                            logits=logits, k=k, custom=custom)
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                      transient=True) as bar:
+        config = task_config(task, output, threshold, logits, k, custom)
+        with progress_bars() as bars:
             result = localize(model, backend, data, task=config, reference=reference,
                               precision=precision, samples=samples, batch_size=batch_size,
                               shapes=shapes, seed=seed, value_range=parse_range(value_range),
                               timeout=timeout, out=out, allow_pickle=allow_pickle,
-                              isolate=isolate, progress=BarProgress(bar))
+                              isolate=isolate, progress=bars)
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     render_locate(result, console, every_node=every_node)
@@ -467,15 +480,13 @@ def keep_fp32_command(
     coremltools and TensorRT in keep.json. Exit 0 when the policy is met,
     1 when no set meets it, 2 on an error.
     """
-    from modelparity.decisions import TaskConfig
     from modelparity.inputs import parse_shape
     from modelparity.locate.keep import keep_fp32
     from modelparity.report.locate import render_keep
 
     try:
         shapes = dict(parse_shape(text) for text in shape or [])
-        config = TaskConfig(kind=task, output=output, threshold=parse_threshold(threshold),
-                            logits=logits, k=k, custom=custom)
+        config = task_config(task, output, threshold, logits, k, custom)
         with console.status("searching", spinner="dots"):
             result = keep_fp32(model, precision, data, policy=policy, task=config,
                                reference=reference, samples=samples,
