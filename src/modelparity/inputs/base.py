@@ -7,6 +7,7 @@ which arrays a model input accepts, so every source reports mismatches in the sa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -194,6 +195,16 @@ def rows_of(chunk: Batch) -> int:
     return next((v.shape[0] for v in chunk.values() if np.ndim(v)), 0)
 
 
+@functools.lru_cache(maxsize=64)
+def _word_weights(seed: int, words: int) -> np.ndarray:
+    """Odd weights, one per 8-byte word of a sample, drawn from the input's name: a word
+    changed anywhere in a sample, or two swapped, changes its digest (a mix, not a
+    cryptographic hash). Drawn once per input and width, not once per batch."""
+    weights = np.random.default_rng(seed).integers(0, 2**63, words, dtype=np.uint64) * 2 + 1
+    weights.flags.writeable = False
+    return weights
+
+
 def row_digests(chunk: Batch) -> np.ndarray:
     """One 64-bit digest per sample of what a batch feeds (uint64, `rows_of(chunk)` long):
     every worker reads the inputs itself, so the audit compares these, sample by sample, to
@@ -219,10 +230,7 @@ def row_digests(chunk: Batch) -> np.ndarray:
             if pad:
                 raw = np.concatenate([raw, np.zeros((rows, pad), np.uint8)], axis=1)
             words = raw.view(np.uint64)
-            # odd weights, one per word, drawn from the name: a word changed anywhere in a
-            # sample, or two swapped, changes its digest (a mix, not a cryptographic hash)
-            weights = np.random.default_rng(seed).integers(0, 2**63, words.shape[1],
-                                                           dtype=np.uint64) * 2 + 1
+            weights = _word_weights(seed, words.shape[1])
             column = (words * weights).sum(axis=1, dtype=np.uint64) \
                 ^ np.uint64(words.shape[1] * 0x100000001B3 % 2**64)
         digests = digests * np.uint64(0x100000001B3) ^ column ^ np.uint64(seed)
