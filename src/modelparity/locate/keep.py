@@ -199,23 +199,26 @@ def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: 
     except ImportError:
         raise InputError("writing the mixed-precision model needs onnxconverter-common: "
                          "pip install 'modelparity[mixed]'") from None
+    original = onnx.load(path)
     written: dict[str, str] = {}
     sides: dict[str, Side] = {}
     for name, block in (("mixed", keep), ("fp16", [])):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(original)  # the converter edits the model it is given
         try:
-            converted = convert_float_to_float16(onnx.load(path), keep_io_types=True,
+            converted = convert_float_to_float16(copy, keep_io_types=True,
                                                  node_block_list=block or None)
         except Exception as exc:  # the converter raises plain errors on graphs it cannot do
             sides[name] = Side(None, None, None, f"onnxconverter-common could not convert "
                                                  f"it: {type(exc).__name__}: {exc}")
             continue
         written[name] = os.path.join(workdir, f"model.{name}.onnx")
-        onnx.save(_repaired(converted, onnx.load(path)), written[name])
+        onnx.save(_repaired(converted, original), written[name])
     runs: dict[str, AuditResult] = {}
     for name, model_path in (("fp32", path), *written.items()):
         runs[name] = audit(model_path, [VERIFY], source, **{**common, "warmup": 2})
     reference = runs["fp32"].reference
-    head = make_head(TaskConfig(**_task_fields(runs["fp32"].task)))  # its output named
+    head = make_head(TaskConfig(**runs["fp32"].task))  # asdict of the audit's: output named
     for name, result in runs.items():
         ran = result.candidates[0]
         flips = find_flips(head, reference.decided, result.reference.decided).count \
@@ -335,12 +338,6 @@ def _openvino_names(path: str, keep: list[str], outputs: dict[str, tuple[str, ..
         "OpenVINO: every kept node is an op of the model as OpenVINO reads it (names in "
         "keep.json), so disable_fp16_compression can be set on each (checked, not run in FP16 "
         "here)",)
-
-
-def _task_fields(task: dict[str, Any]) -> dict[str, Any]:
-    fields = TaskConfig.__dataclass_fields__
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in task.items()
-            if k in fields}
 
 
 def _settings(keep: list[str], precision: str, openvino: list[str] | None = None
