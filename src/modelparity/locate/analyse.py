@@ -190,19 +190,15 @@ def _reaches_outputs(nodes: Sequence[Node], graph_outputs: Sequence[str],
                      floor: Mapping[str, TensorError] | None) -> dict[str, bool]:
     """For each node: does one of the graph outputs it feeds carry an error above its FP32
     floor? A node whose error dies out before the outputs changes no decision."""
-    broken = {name for name in graph_outputs
-              if _value(candidate, name) > 2 * _floor(_value(floor, name))}
-    feeds: dict[str, set[str]] = {}  # tensor -> the broken graph outputs computed from it
-    for name in broken:
-        feeds[name] = {name}
+    reaching = {name for name in graph_outputs  # tensors a broken graph output comes from
+                if _value(candidate, name) > 2 * _floor(_value(floor, name))}
+    reaches: dict[str, bool] = {}
     for node in reversed(nodes):
-        downstream: set[str] = set()
-        for name in node.outputs:  # compared or not (integers, unmatched): all carry it on
-            downstream |= feeds.get(name, set())
-        for name in node.inputs:
-            feeds.setdefault(name, set()).update(downstream)
-        feeds[node.name + "\0node"] = downstream
-    return {node.name: bool(feeds.get(node.name + "\0node")) for node in nodes}
+        # its outputs, compared or not (integers, unmatched): all carry the error on
+        reaches[node.name] = any(name in reaching for name in node.outputs)
+        if reaches[node.name]:
+            reaching.update(node.inputs)
+    return reaches
 
 
 def _by_op(results: Sequence[NodeError]) -> tuple[OpSummary, ...]:
