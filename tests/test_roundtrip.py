@@ -67,6 +67,23 @@ def test_bf16_outputs_are_bf16_not_fp16(rng, reference):
     assert evidence.text.startswith("100.0% of output values survive a round trip through bf16")
 
 
+def test_fp16_outputs_half_of_them_round_numbers_are_fp16_not_bf16(rng, reference):
+    """A Softmax over logits that FP16 collapsed to one value: the logits are 1000 exactly (a
+    BF16 number too), the probabilities FP16's 1/3. Half the values survive BF16, which passed
+    the share-of-TF32-survivors test; the other half are FP16 numbers no BF16 run writes."""
+    collapsed = np.full(5000, 1000.0, np.float32)
+    thirds = fp16_round(np.full(5000, 1 / 3, np.float32) + rng.normal(0, 1e-3, 5000)
+                        .astype(np.float32))
+    evidence = compare_roundtrip(roundtrip(np.concatenate([collapsed, thirds])), reference)
+    assert evidence.per_format["bf16"]["candidate_fraction"] >= 0.5
+    assert evidence.verdict == "fp16"
+    assert any("are fp16 numbers" in note for note in evidence.notes)
+    # true BF16 outputs with the same share of round numbers stay BF16
+    bf16 = compare_roundtrip(roundtrip(np.concatenate([collapsed, bf16_round(thirds)])),
+                             reference)
+    assert bf16.verdict == "bf16"
+
+
 def test_true_fp32_outputs_give_no_verdict(rng, reference):
     evidence = compare_roundtrip(roundtrip(fp32_outputs(rng)), reference)
     assert evidence.verdict is None

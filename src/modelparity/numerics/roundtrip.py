@@ -151,14 +151,15 @@ class FormatSurvival:
 class RoundTrip:
     """Survival counts of one backend's outputs (one output tensor, or several merged).
 
-    `tf32_survived` and `tf32_not_fp16` are always counted (whatever `formats` holds): the nested
-    tests that tell bf16 from fp16 from tf32 need them.
+    `tf32_survived`, `tf32_not_fp16` and `fp16_not_bf16` are always counted (whatever `formats`
+    holds): the nested tests that tell bf16 from fp16 from tf32 need them.
     """
 
     formats: dict[str, FormatSurvival]
     excluded: int = 0
     tf32_survived: int = 0
     tf32_not_fp16: int = 0
+    fp16_not_bf16: int = 0
 
     @property
     def tested(self) -> int:
@@ -171,6 +172,7 @@ class RoundTrip:
             "excluded": int(self.excluded),
             "tf32_survived": int(self.tf32_survived),
             "tf32_not_fp16": int(self.tf32_not_fp16),
+            "fp16_not_bf16": int(self.fp16_not_bf16),
         }
 
     @classmethod
@@ -181,6 +183,7 @@ class RoundTrip:
             excluded=int(data.get("excluded", 0)),
             tf32_survived=int(data.get("tf32_survived", 0)),
             tf32_not_fp16=int(data.get("tf32_not_fp16", 0)),
+            fp16_not_bf16=int(data.get("fp16_not_bf16", 0)),
         )
 
     def to_counts(self) -> dict:
@@ -191,6 +194,7 @@ class RoundTrip:
             "survived": {k: int(s.survived) for k, s in self.formats.items()},
             "tf32_survived": int(self.tf32_survived),
             "tf32_not_fp16": int(self.tf32_not_fp16),
+            "fp16_not_bf16": int(self.fp16_not_bf16),
         }
 
     @classmethod
@@ -206,6 +210,7 @@ class RoundTrip:
             excluded=int(data.get("excluded", 0)),
             tf32_survived=int(data.get("tf32_survived", 0)),
             tf32_not_fp16=int(data.get("tf32_not_fp16", 0)),
+            fp16_not_bf16=int(data.get("fp16_not_bf16", 0)),
         )
 
 
@@ -224,6 +229,7 @@ class RoundTripAccumulator:
         self._excluded = 0
         self._survived = dict.fromkeys(FORMATS, 0)
         self._tf32_not_fp16 = 0
+        self._fp16_not_bf16 = 0
 
     def update(self, values: np.ndarray) -> None:
         """Fold one batch of float16/32/64 outputs in (any shape)."""
@@ -242,6 +248,7 @@ class RoundTripAccumulator:
         for fmt, mask in masks.items():
             self._survived[fmt] += int(np.count_nonzero(mask))
         self._tf32_not_fp16 += int(np.count_nonzero(masks["tf32"] & ~masks["fp16"]))
+        self._fp16_not_bf16 += int(np.count_nonzero(masks["fp16"] & ~masks["bf16"]))
 
     def merge(self, other: RoundTripAccumulator) -> None:
         """Add another accumulator's counts (another shard, or another output tensor)."""
@@ -250,6 +257,7 @@ class RoundTripAccumulator:
         for fmt in FORMATS:
             self._survived[fmt] += other._survived[fmt]
         self._tf32_not_fp16 += other._tf32_not_fp16
+        self._fp16_not_bf16 += other._fp16_not_bf16
 
     def result(self) -> RoundTrip:
         n = self._tested
@@ -261,6 +269,7 @@ class RoundTripAccumulator:
             excluded=self._excluded,
             tf32_survived=self._survived["tf32"],
             tf32_not_fp16=self._tf32_not_fp16,
+            fp16_not_bf16=self._fp16_not_bf16,
         )
 
 
@@ -362,7 +371,11 @@ def compare_roundtrip(
     Verdict, most restrictive first, with nested tests because the formats nest:
     - bf16: bf16 significant, and among the values that survive tf32, the share that also
       survives bf16 is significantly above 1/8 (what FP16/TF32 values give by chance) and at least
-      `NESTED_BF16_MIN_FRACTION`; otherwise FP16 outputs would be called BF16.
+      `NESTED_BF16_MIN_FRACTION`; otherwise FP16 outputs would be called BF16. And the values
+      that fail bf16 are not FP16 numbers beyond chance: BF16 values inside FP16's range are
+      FP16 numbers too, so FP16 outputs that are often BF16 numbers as well (a value that
+      collapsed to a round number, beside others that did not) would pass the first test; what
+      gives them away is the rest, FP16 numbers that no BF16 computation writes.
     - fp16: fp16 significant, unless the values that fail fp16 survive tf32 beyond chance: those
       are TF32 numbers an FP16 computation could not produce (outside FP16's range) -> tf32.
       (TF32 outputs that all lie inside FP16's range are indistinguishable from FP16 here.)
@@ -398,7 +411,13 @@ def compare_roundtrip(
     if significant("bf16"):
         k, n = candidate.formats["bf16"].survived, candidate.tf32_survived
         p = _p_greater(k, n, 2.0**-3)
-        if n and k / n >= NESTED_BF16_MIN_FRACTION and p <= alpha:
+        rest = candidate.tested - candidate.formats["bf16"].survived
+        half = candidate.fp16_not_bf16
+        null = per_format.get("fp16", {}).get("null_fraction", chance_fraction("fp16"))
+        if rest and half and _p_greater(half, rest, null) <= alpha:
+            notes.append(f"{_pct(half / rest)} of the values that are not bf16 numbers are "
+                         "fp16 numbers: fp16 outputs, some of which are bf16 numbers too")
+        elif n and k / n >= NESTED_BF16_MIN_FRACTION and p <= alpha:
             verdict = "bf16"
         else:
             notes.append(
