@@ -131,7 +131,7 @@ def test_cli_audit_shows_class_names_everywhere(named_audit):
     assert cli.exit_code == 0, cli.output
     report = json.loads((out / "report.json").read_text())
     jsonschema.validate(report, json.loads(SCHEMA.read_text()))
-    assert report["schema_version"] == "1.6"
+    assert report["schema_version"] == "1.7"
     assert report["class_names"] == DIGITS
     listed = report["candidates"][0]["flips"]["listed"]
     assert sorted(r["index"] for r in listed) == [0, 1, 2]

@@ -4,9 +4,13 @@ plants the fault), and the node must be named first."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import onnx
 import pytest
@@ -17,9 +21,11 @@ import modelparity
 from modelparity.cli import app
 from modelparity.locate import LocateResult, Node
 from modelparity.locate.analyse import TensorError, judge
+from modelparity.result import AuditResult
 
 HERE = os.path.dirname(__file__)
 PLANTED = "py:planted_backends:make"
+SCHEMA = Path(__file__).parents[1] / "src" / "modelparity" / "report" / "schema.json"
 
 
 def _save(nodes, inputs, outputs, inits, path):
@@ -187,6 +193,23 @@ def test_locate_json_loads_back(located_models, planted_here, tmp_path):
     loaded = LocateResult.load(str(out / "locate.json"))
     assert loaded == result
     assert loaded.first == "conv1"
+    # the audit of the model as shipped, with the judgement in it: report.json, schema-valid,
+    # loads back, and `modelparity report` draws the chart and the table from it
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    assert [n["node"] for n in report["locate"]["nodes"]] == [n.node for n in result.nodes]
+    audited = AuditResult.load(str(out / "report.json"))
+    assert audited.locate == result
+    assert audited.candidates[0].spec == result.candidate
+    html = tmp_path / "report.html"
+    outcome = CliRunner().invoke(app, ["report", str(out / "report.json"), "--html",
+                                       str(html)], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    assert "first divergent node: conv1 (Conv, depth" in outcome.stdout
+    page = html.read_text()
+    assert 'data-chart="error-growth"' in page
+    assert re.search(r'r="5" fill="#d62728" data-node="conv1"', page)
+    assert AuditResult.from_dict({**report, "locate": None}).locate is None
 
 
 def test_locate_on_the_command_line(located_models, planted_here, tmp_path):

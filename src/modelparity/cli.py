@@ -382,8 +382,9 @@ def locate(
     custom: CustomOption = None,
     timeout: TimeoutOption = Settings.timeout,
     out: Annotated[str | None, typer.Option(
-        help="Folder for locate.json (every node's error, in graph order, ready for a chart) "
-             "and the two audits' files.")] = None,
+        help="Folder for report.json (the audit of the model as shipped, with every node's "
+             "error in graph order, ready for a chart; 'modelparity report' draws it), "
+             "locate.json (the node data alone) and the exposed model's audit.")] = None,
     every_node: Annotated[bool, typer.Option(
         "--all", help="List every compared node, not only those that amplify most.")] = False,
     html: Annotated[str | None, typer.Option(
@@ -430,7 +431,8 @@ def locate(
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     render_locate(result, console, every_node=every_node)
-    written = [*([os.path.join(out, "locate.json")] if out else []),
+    written = [*([os.path.join(out, name) for name in ("report.json", "locate.json")]
+                 if out else []),
                *([write_locate_html(result, html)] if html else []),
                *([write_model_explorer(result, model_explorer)] if model_explorer else [])]
     for path in written:

@@ -22,7 +22,7 @@ from modelparity.numerics.risk import AtRisk
 from modelparity.numerics.roundtrip import RoundTrip
 from modelparity.serialize import jsonable
 
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
 FLIPS_LISTED = 1000  # flips listed per backend in report.json; the count is always exact
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -181,6 +181,9 @@ class AuditResult:
     # With carried state (--carry): each candidate fed the reference's state at every step.
     # Its flips beside the candidate's own-state ones: one step's error vs drift.
     teacher_forced: list[BackendResult] = field(default_factory=list)
+    # Written by `modelparity locate --out`: where in the model the candidate's error comes
+    # from, every compared node's error in graph order (a `LocateResult`)
+    locate: Any = None
 
     @property
     def backends(self) -> list[BackendResult]:
@@ -223,6 +226,7 @@ class AuditResult:
             "fixes": [f.to_dict() for f in self.fixes],
             "class_names": self.class_names,
             "teacher_forced": [t.to_dict() for t in self.teacher_forced],
+            "locate": self.locate.to_dict() if self.locate is not None else None,
         })
 
     def save(self, path: str) -> str:
@@ -252,6 +256,7 @@ class AuditResult:
             class_names=(None if data.get("class_names") is None
                          else [str(name) for name in data["class_names"]]),
             teacher_forced=[backend(t) for t in data.get("teacher_forced") or []],
+            locate=_located(data.get("locate")),
         )
 
     @classmethod
@@ -266,6 +271,14 @@ class AuditResult:
             raise ValueError("not a modelparity report (expected a JSON object)")
         folder = os.path.join(os.path.dirname(os.path.abspath(path)), "backends")
         return cls.from_dict(data, lambda spec: load_decided(decided_path(folder, spec)))
+
+
+def _located(data: dict[str, Any] | None) -> Any:
+    if not data:
+        return None
+    from modelparity.locate.result import LocateResult
+
+    return LocateResult.from_dict(data)
 
 
 def _key(text: str) -> str:

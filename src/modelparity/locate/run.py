@@ -114,7 +114,8 @@ def located(prepared: PreparedModel, spec: BackendSpec, source: InputSource, wor
             precision: str | None, batch_size: int, timeout: float, isolate: bool = False,
             progress: Progress | None = None) -> tuple[LocateResult, Exposure]:
     """The two audits and the judgement, in `workdir` (see the module's docstring); with
-    `keep`, the plain audit's folder and locate.json stay there. The exposure is returned too:
+    `keep`, the plain audit's files stay there, its report.json with the judgement in it
+    (`AuditResult.locate`), and locate.json beside it. The exposure is returned too:
     `keep_fp32` ranks its nodes."""
     output_folder(workdir)
     samples = source.num_samples or 0
@@ -122,7 +123,7 @@ def located(prepared: PreparedModel, spec: BackendSpec, source: InputSource, wor
               "timeout": timeout, "warmup": 0, "profile_samples": samples or LOCATE_SAMPLES,
               "progress": progress}
     plain = audit(prepared, [spec], source, fingerprint=precision is None,
-                  out=os.path.join(workdir, "plain") if keep else None, **common)
+                  out=workdir if keep else None, **common)
     mine = plain.candidates[0]
     if not mine.ok:
         raise InputError(f"{spec.text}: {mine.error}")
@@ -158,8 +159,9 @@ def located(prepared: PreparedModel, spec: BackendSpec, source: InputSource, wor
         nodes, found_nodes.first, found_nodes.amplifiers, found_nodes.by_op,
         final, (*exposure.unmatched, *fused), mine.flips.count if mine.flips else None,
         yardsticks, not_isolated)
-    if keep:
+    if keep:  # the audit of the model as shipped, with where its error comes from
         result.save(os.path.join(workdir, "locate.json"))
+        dataclasses.replace(plain, locate=result).save(os.path.join(workdir, "report.json"))
     return result, exposure
 
 

@@ -974,6 +974,16 @@ def _latency(result: AuditResult) -> str:
     return f"<h2>Latency</h2>{chart}" if chart else ""
 
 
+def _locate(result: AuditResult) -> str:
+    """Where in the model the error comes from, when the report is a locate run's."""
+    if result.locate is None:
+        return ""
+    from modelparity.report.locate_html import locate_meta, locate_section
+
+    return (f"<h2>Where in the model: {_e(result.locate.candidate)}</h2>"
+            f"{locate_meta(result.locate)}{locate_section(result.locate)}")
+
+
 def _header(result: AuditResult) -> str:
     task = result.task
     task_text = f"{task.get('kind')} on '{task.get('output')}'"
@@ -1017,7 +1027,7 @@ def render_html(result: AuditResult) -> str:
         _header(result), _summary(result), _drift(result), _findings(result), _fingerprints(result),
         _histograms(result),
         _scatters(result), _confusions(result), _flips(result), _at_risk(result),
-        _latency(result),
+        _latency(result), _locate(result),
     ])
     title = f"modelparity: {result.model.get('source')}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -19,46 +19,52 @@ import math
 from modelparity.folders import write_atomic
 from modelparity.locate.analyse import ROUNDING, NodeError
 from modelparity.locate.result import LocateResult
-from modelparity.report.html import CSS, _e, _svg, _text
+from modelparity.report.html import CSS, _e, _legend, _svg, _text
 
-TINY = 2.0**-40  # an exact node (error 0) is drawn at the chart's floor
+TINY = 2.0**-40  # Model Explorer: an exact node (error 0) is given log10 of this
+ZERO, NONFINITE = "zero", "nonfinite"  # drawn on the chart's bottom and top edges
 
 
-def _log2(value: float) -> float | None:
+def _log2(value: float) -> float | str | None:
+    """log2 of an error; ZERO and NONFINITE for what a log axis cannot place; None: not run."""
     if math.isnan(value):
         return None
-    return math.log2(max(value, TINY)) if not math.isinf(value) else None
+    if math.isinf(value):
+        return NONFINITE
+    return math.log2(value) if value > 0 else ZERO
 
 
 def growth_svg(result: LocateResult) -> str:
-    """The error along the graph: one point per compared node, in graph order."""
+    """The error along the graph: one point per compared node, in graph order. The axis spans
+    the errors that are measured (an exact FP32 floor of 0 sits on the bottom edge, a
+    non-finite error on the top edge), so the rounding line and the first node stay legible."""
     nodes = list(result.nodes)
-    width, height, left, right, top, bottom = 900, 300, 56, 12, 18, 40
+    width, height, left, right, top, bottom = 900, 300, 56, 12, 26, 40
     series = {"error": [_log2(n.error) for n in nodes],
               "floor": [_log2(n.floor) for n in nodes],
               "explained": [_log2(n.explained) for n in nodes]}
-    values = [v for points in series.values() for v in points if v is not None]
     rounding = math.log2(ROUNDING[result.precision])
+    values = [v for points in series.values() for v in points if isinstance(v, float)]
     values.append(rounding)
-    low, high = math.floor(min(values)), math.ceil(max(values))
-    high = max(high, low + 1)
+    low, high = math.floor(min(values)) - 1, math.ceil(max(values)) + 1
 
     def x(i: int) -> float:
         return left + (width - left - right) * (i / max(len(nodes) - 1, 1))
 
-    def y(v: float) -> float:
+    def y(v: float | str) -> float:
+        v = low if v == ZERO else high if v == NONFINITE else v
         return top + (height - top - bottom) * (high - v) / (high - low)
 
     parts = []
-    step = max(1, (high - low) // 6)
+    step = max(1, math.ceil((high - low) / 6))
     for value in range(low, high + 1, step):
         parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - right}" '
                      f'y2="{y(value):.1f}" stroke="#eee"/>')
         parts.append(_text(left - 5, y(value) + 4, f"2^{value}", 11, "end", "#444"))
     parts.append(f'<line x1="{left}" y1="{y(rounding):.1f}" x2="{width - right}" '
                  f'y2="{y(rounding):.1f}" stroke="#2ca02c" stroke-dasharray="2 3"/>')
-    parts.append(_text(width - right, y(rounding) - 4, f"{result.precision} rounding", 11,
-                       "end", "#2ca02c"))
+    parts.append(_text(left + 4, y(rounding) - 4, f"{result.precision} rounding", 11,
+                       "start", "#2ca02c"))
     styles = {"floor": ("#7f7f7f", "4 3"), "explained": ("#2ca02c", ""),
               "error": ("#1f77b4", "")}
     for name, (colour, dash) in styles.items():
@@ -75,14 +81,21 @@ def growth_svg(result: LocateResult) -> str:
         first = node.node == result.first
         parts.append(f'<circle cx="{x(i):.1f}" cy="{y(value):.1f}" r="{5 if first else 2.5}" '
                      f'fill="{"#d62728" if first else "#1f77b4"}" data-node="{_e(node.node)}">'
-                     f'<title>{_e(node.node)} ({_e(node.op_type)}): error '
+                     f'<title>{_e(node.label)} ({_e(node.op_type)}): error '
                      f'{node.error:.2e}, gain x{node.gain:.3g}</title></circle>')
-        if first:
-            parts.append(_text(x(i) + 7, y(value) - 6, f"first divergent: {node.node}", 12,
-                               "start", "#d62728", "bold"))
+        if first:  # the label reads away from the nearer edge
+            near_right = x(i) > (left + width) / 2
+            parts.append(_text(x(i) + (-8 if near_right else 8), y(value) - 8,
+                               f"first divergent: {node.label}", 12,
+                               "end" if near_right else "start", "#d62728", "bold"))
     parts.append(_text(left, height - 12, "nodes in graph order →", 11, "start", "#444"))
-    parts.append(_text(left + 170, height - 12, "— error   - - FP32 floor   — "
-                       f"{result.precision} emulation", 11, "start", "#444"))
+    entries = [("error", "#1f77b4", "line"), ("FP32 floor", "#7f7f7f", "dash"),
+               (f"{result.precision} emulation", "#2ca02c", "line")]
+    for k, entry in enumerate(entries):
+        parts.append(_legend(left + 190 + 130 * k, height - 12, [entry]))
+    if any(v == ZERO for points in series.values() for v in points):
+        parts.append(_text(width - right, height - 12, "0 (exact) on the bottom edge", 11,
+                           "end", "#444"))
     return _svg(width, height, "".join(parts), "error-growth",
                 "error of each node along the graph")
 
@@ -97,11 +110,10 @@ def _row(node: NodeError, first: str | None) -> str:
         + "</tr>"
 
 
-def render_locate_html(result: LocateResult) -> str:
-    head = (f"<h1>Where the error comes from: {_e(result.candidate)}</h1>"
-            f'<p class="meta">model <code>{_e(result.model)}</code>, reference '
-            f"<code>{_e(result.reference)}</code>, {result.samples} samples; errors judged "
-            f"against {_e(result.precision)} ({_e(result.precision_from)})</p>")
+def locate_section(result: LocateResult, heading: str = "h2") -> str:
+    """The verdict, the chart and the node table: the locate page's body, and the section of
+    the audit's own HTML report when report.json holds a locate run."""
+    sub = "h3" if heading == "h2" else "h2"
     if result.first:
         node = result.node(result.first)
         verdict = (f'<div class="banner bad">first divergent node: {_e(node.label)} '
@@ -119,12 +131,22 @@ def render_locate_html(result: LocateResult) -> str:
                       for f in result.final if f.changed)
     unmatched = "".join(f"<li><code>{_e(name)}</code>: {_e(why)}</li>"
                         for name, why in result.unmatched)
+    return (f"{verdict}<{sub}>Error along the graph</{sub}>{growth_svg(result)}{changed}"
+            f"<{sub}>Every compared node</{sub}>{table}"
+            + (f"<{sub}>Not compared</{sub}><ul>{unmatched}</ul>" if unmatched else ""))
+
+
+def locate_meta(result: LocateResult) -> str:
+    return (f'<p class="meta">model <code>{_e(result.model)}</code>, reference '
+            f"<code>{_e(result.reference)}</code>, {result.samples} samples; errors judged "
+            f"against {_e(result.precision)} ({_e(result.precision_from)})</p>")
+
+
+def render_locate_html(result: LocateResult) -> str:
+    head = f"<h1>Where the error comes from: {_e(result.candidate)}</h1>{locate_meta(result)}"
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>modelparity locate</title><style>{CSS}</style></head><body>"
-            f"{head}{verdict}<h2>Error along the graph</h2>{growth_svg(result)}{changed}"
-            f"<h2>Every compared node</h2>{table}"
-            + (f"<h2>Not compared</h2><ul>{unmatched}</ul>" if unmatched else "")
-            + "</body></html>")
+            f"{head}{locate_section(result, 'h1')}</body></html>")
 
 
 def write_locate_html(result: LocateResult, path: str) -> str:

@@ -307,6 +307,12 @@ def render(result: AuditResult, console: Console, *, show_flips: int = 10) -> No
                           "report.json the whole matrix", style="dim"))
     if parts:
         console.print(Group(*parts))
+    if result.locate is not None:  # a report written by `modelparity locate --out`
+        from modelparity.report.locate import render_locate
+
+        console.print(_text("where in the model the error comes from (modelparity locate):",
+                            style="bold"))
+        render_locate(result.locate, console)
     flipped = [b for b in result.candidates if b.flips is not None and b.flips.count]
     if flipped:
         names = ", ".join(f"{b.spec} ({b.flips.count})" for b in flipped if b.flips)
