@@ -4,6 +4,9 @@ Both search for the nodes to keep in FP32 so an FP16 model makes the reference's
 (argmax of the decision output on every sample: flips==0). Printed per model:
 - evaluations: how many candidate models each search checked (ours: audits of the emulated
   mixed model; theirs: calls of its validate_fn), and the search's wall time;
+- the same search judged as auto_convert judges (keep-fp32 with `validate=`: each mixed FP16
+  file run on ONNX Runtime CPU and checked with the same validate function), so the two
+  searches are compared on the same ground: evaluations and nodes kept;
 - kept: nodes left in FP32 (ours: the set found; theirs: the converted file's non-Cast nodes
   that still write FP32);
 - flips under FP16 storage: each choice run as `emulate:fp16?keep=<its nodes>` (every tensor
@@ -194,6 +197,21 @@ def main(argv: list[str] | None = None) -> int:
                 return bool(np.abs(res1[index] - res2[index]).max() < limit)
             return bool(np.array_equal(np.argmax(res1[index], 1), np.argmax(res2[index], 1)))
 
+        def on_ort(file: str, index=index, validate=validate, reference=reference,
+                   data=data, output=output) -> bool:  # the judge auto_convert uses
+            ran, _ = _run(_session(file), data, output)
+            return validate({index: reference}, {index: ran})
+
+        begin = time.perf_counter()
+        try:
+            same_judge = keep_fp32(path, "fp16", data_path, task=_task(output),
+                                   samples=len(next(iter(data.values()))), validate=on_ort)
+            same_error = None
+        except Exception as exc:  # the converter cannot do the graph
+            same_judge, same_error = None, f"{type(exc).__name__}: {str(exc)[:80]}"
+        same_wall = time.perf_counter() - begin
+        calls[0] = 0
+
         begin = time.perf_counter()
         try:
             theirs_model = auto_convert_mixed_precision(onnx.load(path), data,
@@ -231,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, len(model.graph.node), ours, ours_wall, ours_names, calls[0],
                      theirs_wall, theirs_kept, theirs_error, emulated(ours_names),
                      emulated(theirs_kept) if theirs_model is not None else None,
-                     emulated([]), flips, {k: v[1] for k, v in timed.items()}))
+                     emulated([]), flips, {k: v[1] for k, v in timed.items()},
+                     same_judge, same_wall, same_error))
     _print(rows)
     return 0
 
@@ -248,7 +267,8 @@ def _print(rows) -> None:
           "storage (emulated) | flips, max abs: ORT CPU | median ms/call vs FP32 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (name, nodes, ours, ours_wall, ours_names, calls, theirs_wall, theirs_kept,
-         theirs_error, ours_emulated, theirs_emulated, all_emulated, flips, ms) in rows:
+         theirs_error, ours_emulated, theirs_emulated, all_emulated, flips, ms, same,
+         same_wall, same_error) in rows:
         base = ms["fp32"]
 
         def flip(label, flips=flips):
@@ -263,6 +283,14 @@ def _print(rows) -> None:
               f"(all FP16: {all_emulated}) | {flip('keep-fp32')} (all FP16: "
               f"{flip('fp16 (all)')}) | {ratio('keep-fp32')} "
               f"(all FP16 {ratio('fp16 (all)')}) |")
+        if same_error:
+            print(f"| {name} | {nodes} | keep-fp32, ORT CPU judge | - | {same_wall:.1f} | "
+                  f"failed: {same_error} | - | - | - |")
+        else:
+            names = [n for _, n, _ in same.kept]
+            print(f"| {name} | {nodes} | keep-fp32, ORT CPU judge | {same.evaluations} | "
+                  f"{same_wall:.1f} | {len(names)} ({', '.join(names[:6]) or '-'}) | "
+                  f"{same.after.flips}, {same.after.max_abs:.1e} | - | - |")
         if theirs_error:
             print(f"| {name} | {nodes} | auto_convert | {calls} | {theirs_wall:.1f} | "
                   f"failed: {theirs_error} | - | - | - |")

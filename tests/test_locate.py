@@ -304,6 +304,50 @@ def test_keep_fp32_removes_the_flips_with_a_handful_of_nodes(located_models, tmp
         assert len(result.settings["openvino"]["nodes"]) == len(kept)
 
 
+def _writes(path: str) -> dict[str, int]:
+    """Each node's output type in a written model, read back with shape inference."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(path))
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*model.graph.value_info, *model.graph.output)}
+    return {n.name: types.get(n.output[0], 0) for n in model.graph.node}
+
+
+def test_keep_fp32_validates_on_your_function_and_ranks_only_when_needed(located_models,
+                                                                           tmp_path):
+    """With `validate`, each set tried is the mixed FP16 file, judged by the user's function
+    (here: the Softmax must compute in FP32, as a device that has no accurate FP16 Softmax
+    would demand). The search asks it once per evaluation, and needs locate only once the
+    whole model in FP16 fails; a model that passes costs one evaluation and no locate."""
+    from modelparity.locate.keep import keep_fp32
+
+    given: list[dict[str, int]] = []
+
+    def softmax_in_fp32(path: str) -> bool:
+        given.append(_writes(path))
+        return given[-1]["softmax"] == TensorProto.FLOAT
+
+    out = tmp_path / "keep"
+    result = keep_fp32(located_models["shifted"], "fp16", task="multiclass", samples=64,
+                       out=str(out), validate=softmax_in_fp32)
+    assert result.met and [name for _, name, _ in result.kept] == ["softmax"]
+    assert result.evaluations == len(given) >= 2
+    assert given[0]["fc0"] == TensorProto.FLOAT16  # the first try is the whole model in FP16
+    assert all(types["fc0"] == TensorProto.FLOAT16 for types in given)
+    assert (out / "locate" / "locate.json").exists()
+    assert "judged by your validate function" in result.search
+
+    calls: list[str] = []
+    passes = keep_fp32(located_models["shifted"], "fp16", task="multiclass", samples=64,
+                       out=str(tmp_path / "passes"),
+                       validate=lambda path: calls.append(path) is None)
+    assert passes.met and passes.kept == () and passes.evaluations == len(calls) == 1
+    assert not (tmp_path / "passes" / "locate").exists()
+    assert "locate not needed" in passes.search
+    with pytest.raises(modelparity.ModelParityError, match="needs --precision fp16"):
+        keep_fp32(located_models["shifted"], "bf16", task="multiclass", samples=8,
+                  validate=lambda path: True)
+
+
 def test_keep_fp32_says_when_no_set_meets_the_policy(located_models):
     """max_abs<0 never holds, even with every node in FP32: exit 1, and the search stops
     after trying them all (log2 of the nodes, not one try per subset)."""

@@ -60,7 +60,7 @@ class Exposure:
     unmatched: tuple[tuple[str, str], ...] = field(default=())  # (tensor, why not exposed)
 
 
-def _node_name(node: Any, index: int) -> str:
+def node_name(node: Any, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
@@ -101,13 +101,13 @@ def expose(prepared: PreparedModel, workdir: str,
     unmatched: list[tuple[str, str]] = []
     nodes: list[Node] = []
     depth: dict[str, int] = {}
-    position = {_node_name(node, index): index for index, node in enumerate(graph.node)}
+    position = {node_name(node, index): index for index, node in enumerate(graph.node)}
     inner: dict[str, str] = {}  # a fused group's node, not its last -> the last
     for group in fused:
         members = sorted(position[name] for name in group if name in position)
         for index in members[:-1]:
-            inner[_node_name(graph.node[index], index)] = \
-                _node_name(graph.node[members[-1]], members[-1])
+            inner[node_name(graph.node[index], index)] = \
+                node_name(graph.node[members[-1]], members[-1])
     for index, node in enumerate(graph.node):
         level = 1 + max((depth.get(name, 0) for name in node.input if name), default=0)
         mine = []
@@ -124,15 +124,15 @@ def expose(prepared: PreparedModel, workdir: str,
                 unmatched.append((name, why))
                 continue
             mine.append(name)
-            if _node_name(node, index) in inner and name not in originals:
+            if node_name(node, index) in inner and name not in originals:
                 unmatched.append((name, f"inside a fused kernel (with "
-                                        f"{inner[_node_name(node, index)]}): judged with it"))
+                                        f"{inner[node_name(node, index)]}): judged with it"))
                 continue  # compared, but not exposed: the runtime keeps its fusion
             if name not in originals:
                 shape = tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
                               for d in kind.shape.dim)
                 exposed.append(TensorInfo(name, FLOATS[kind.elem_type], shape))
-        nodes.append(Node(_node_name(node, index), node.op_type, index, level,
+        nodes.append(Node(node_name(node, index), node.op_type, index, level,
                           tuple(n for n in node.input if n),
                           tuple(n for n in node.output if n), tuple(mine)))
     inferred_values = {v.name: v for v in inferred.graph.value_info}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from modelparity.decisions import TaskConfig, find_flips, make_head
 from modelparity.errors import InputError
 from modelparity.folders import write_atomic
 from modelparity.inputs import FirstSamples, InputSource
+from modelparity.locate.expose import node_name
 from modelparity.locate.run import LOCATE_BATCH, LOCATE_SAMPLES, located, opened
 from modelparity.locate.search import rank, search
 from modelparity.plan import DEFAULT_REFERENCE, Settings
@@ -118,53 +120,85 @@ def keep_fp32(
     timeout: float = Settings.timeout,
     out: str | None = None,
     allow_pickle: bool = False,
+    validate: Callable[[str], bool] | None = None,
 ) -> KeepResult:
     """Find a small set of nodes to keep in FP32 so `model` in `precision` (fp16 or bf16)
     meets `policy` (a requirement, such as flips==0 or max_abs<1e-3) on `inputs`. With
-    `out`, the mixed-precision model (fp16) and keep.json are written there."""
+    `out`, the mixed-precision model (fp16) and keep.json are written there.
+
+    Each set tried is judged by an audit of the precision's emulation against the FP32
+    reference. With `validate` (fp16 only), it is judged by your function instead: it gets
+    the path of the mixed FP16 ONNX file for that set (onnxconverter-common, FP32 inputs and
+    outputs) and says whether it meets your requirement, so the search validates on the
+    runtime you deploy to (a GPU, an NPU, a Mac) rather than on the emulation. The emulated
+    figures are still reported beside it."""
     if precision not in ("fp16", "bf16"):
         raise InputError(f"--precision {precision}: expected fp16 or bf16")
     requirement = policy if isinstance(policy, Policy) else parse_policy(policy)
+    if validate is not None and precision != "fp16":
+        raise InputError("validate: runs the mixed FP16 ONNX file, so it needs "
+                         "--precision fp16 (ONNX Runtime does not deploy BF16 files)")
     with opened(model, inputs, out, samples=samples, shapes=shapes, seed=seed,
                 value_range=value_range, timeout=timeout,
                 allow_pickle=allow_pickle) as (workdir, prepared, source):
-        guide, exposure = located(prepared, parse_spec(f"emulate:{precision}"),
-                                  FirstSamples(source, locate_samples),
-                                  os.path.join(workdir, "locate"), keep=True, task=task,
-                                  reference=reference, precision=precision,
-                                  batch_size=LOCATE_BATCH, timeout=timeout)
-        nodes = exposure.nodes
-        ranked = rank(nodes, guide.nodes)
+        import onnx
+
+        graph = onnx.load(prepared.onnx_path, load_external_data=False).graph
+        names = [node_name(node, i) for i, node in enumerate(graph.node)]
+        located_nodes: list[Any] = []  # the exposure's nodes, once ranked
+
+        def ranking() -> list[int]:  # locate, only once the whole model fails
+            guide, exposure = located(prepared, parse_spec(f"emulate:{precision}"),
+                                      FirstSamples(source, locate_samples),
+                                      os.path.join(workdir, "locate"), keep=True, task=task,
+                                      reference=reference, precision=precision,
+                                      batch_size=LOCATE_BATCH, timeout=timeout)
+            located_nodes.extend(exposure.nodes)
+            return rank(exposure.nodes, guide.nodes)
+
         runs: dict[frozenset[int], BackendResult] = {}
         common = {"task": task, "reference": reference, "batch_size": batch_size,
                   "timeout": timeout, "warmup": 0, "fingerprint": False}
 
-        def holds(kept: frozenset[int]) -> bool:
-            result = audit(prepared, [_spec(precision, kept)], source, **common)
-            runs[kept] = result.candidates[0]
-            if not runs[kept].ok:
-                raise InputError(f"{_spec(precision, kept)}: {runs[kept].error}")
-            return requirement_met(runs[kept], requirement)
+        def emulated(kept: frozenset[int]) -> BackendResult:
+            if kept not in runs:
+                result = audit(prepared, [_spec(precision, kept)], source, **common)
+                runs[kept] = result.candidates[0]
+                if not runs[kept].ok:
+                    raise InputError(f"{_spec(precision, kept)}: {runs[kept].error}")
+            return runs[kept]
 
-        found = search(ranked, holds)
-        kept = found.kept if found.kept is not None else tuple(ranked)
-        named = {n.index: n for n in nodes}
-        chosen = tuple((i, named[i].name, named[i].op_type) for i in sorted(kept))
-        before, after = runs[frozenset()], runs.get(frozenset(kept))
+        tried_files: list[str] = []
+
+        def holds(kept: frozenset[int]) -> bool:
+            if validate is None:
+                return requirement_met(emulated(kept), requirement)
+            tried = _mixed_file(prepared.onnx_path, [names[i] for i in sorted(kept)],
+                                os.path.join(workdir, "tries", f"keep-{len(tried_files)}.onnx"))
+            tried_files.append(tried)
+            return bool(validate(tried))
+
+        found = search(ranking, holds)
+        kept = found.kept if found.kept is not None else tuple(range(len(names)))
+        chosen = tuple((i, names[i], graph.node[i].op_type) for i in sorted(kept))
+        before, after = emulated(frozenset()), emulated(frozenset(kept))
         written, verified, checks = None, {}, ()
         if precision == "fp16":
             written, verified = _write_and_verify(prepared.onnx_path, [n for _, n, _ in chosen],
                                                   source, workdir, common)
             checks = _checks(written, [n for _, n, _ in chosen], verified)
-        outputs = {n.name: n.outputs for n in nodes}
+        outputs = {names[i]: tuple(node.output) for i, node in enumerate(graph.node)}
         ov_names, ov_checks = _openvino_names(prepared.onnx_path, [n for _, n, _ in chosen],
                                               outputs)
         checks = (*checks, *ov_checks)
+        how = _described(found, len(names), judge="your validate function on the mixed FP16 "
+                         "file" if validate is not None else None, ranked=bool(located_nodes))
         result = KeepResult(
-            prepared.source, precision, requirement.text, found.kept is not None, chosen,
-            found.evaluations, _described(found, len(ranked)), _side(before),
-            _side(after) if after is not None else Side(None, None), written, verified,
-            _settings([n for _, n, _ in chosen], precision, ov_names), len(nodes), checks)
+            prepared.source, precision, "validate()" if validate is not None
+            else requirement.text, found.kept is not None, chosen,
+            found.evaluations, how, _side(before),
+            _side(after), written, verified,
+            _settings([n for _, n, _ in chosen], precision, ov_names), len(names), checks)
         if out:
             result.save(os.path.join(out, "keep.json"))
         return result
@@ -179,41 +213,33 @@ def _side(backend: BackendResult) -> Side:
     return Side(backend.flips.count if backend.flips else None, backend.max_abs)
 
 
-def _described(found: Any, total: int) -> str:
+def _described(found: Any, total: int, *, judge: str | None = None,
+               ranked: bool = True) -> str:
+    judged = f"; each set judged by {judge}" if judge else ""
     if found.kept is None:
         return (f"the policy never held, even with all {total} nodes kept in FP32 "
-                f"({found.evaluations} evaluations): what is left is the inputs' rounding")
+                f"({found.evaluations} evaluations{judged}): what is left is the inputs' "
+                f"rounding")
+    if not ranked:
+        return (f"the whole model in the low precision already meets the policy: no node "
+                f"kept, 1 evaluation, locate not needed{judged}")
     return (f"ranked by locate's gain (each amplifier with the producers of what it reads), "
             f"grown 1, 2, 4, ... nodes until the policy held, bisected to the shortest "
             f"prefix, then pruned: {len(found.kept)} of {total} nodes kept, "
-            f"{found.evaluations} evaluations")
+            f"{found.evaluations} evaluations{judged}")
 
 
 def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: str,
                       common: dict[str, Any]) -> tuple[str | None, dict[str, Side]]:
     """The FP16 ONNX models (mixed and full), and what each does on ONNX Runtime here."""
-    import onnx
-
-    try:
-        from onnxconverter_common.float16 import convert_float_to_float16
-    except ImportError:
-        raise InputError("writing the mixed-precision model needs onnxconverter-common: "
-                         "pip install 'modelparity[mixed]'") from None
-    original = onnx.load(path)
+    _converter()  # missing: one line, before anything is written
     written: dict[str, str] = {}
     sides: dict[str, Side] = {}
     for name, block in (("mixed", keep), ("fp16", [])):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(original)  # the converter edits the model it is given
         try:
-            converted = convert_float_to_float16(copy, keep_io_types=True,
-                                                 node_block_list=block or None)
-        except Exception as exc:  # the converter raises plain errors on graphs it cannot do
-            sides[name] = Side(None, None, None, f"onnxconverter-common could not convert "
-                                                 f"it: {type(exc).__name__}: {exc}")
-            continue
-        written[name] = os.path.join(workdir, f"model.{name}.onnx")
-        onnx.save(_repaired(converted, original), written[name])
+            written[name] = _mixed_file(path, block, os.path.join(workdir, f"model.{name}.onnx"))
+        except InputError as exc:
+            sides[name] = Side(None, None, None, str(exc))
     runs: dict[str, AuditResult] = {}
     for name, model_path in (("fp32", path), *written.items()):
         runs[name] = audit(model_path, [VERIFY], source, **{**common, "warmup": 2})
@@ -227,6 +253,36 @@ def _write_and_verify(path: str, keep: list[str], source: InputSource, workdir: 
         failed = result.reference.error if not result.reference.ok else None
         sides[name] = Side(flips, None, ran.latency.p50_ms if ran.latency else None, failed)
     return written.get("mixed"), sides
+
+
+def _converter() -> Callable[..., Any]:
+    try:
+        from onnxconverter_common.float16 import convert_float_to_float16
+    except ImportError:
+        raise InputError("writing the mixed-precision model needs onnxconverter-common: "
+                         "pip install 'modelparity[mixed]'") from None
+    return convert_float_to_float16
+
+
+def _mixed_file(path: str, keep: list[str], target: str) -> str:
+    """The model at `path` in FP16 with the `keep` nodes in FP32, FP32 inputs and outputs,
+    written to `target` (onnxconverter-common, repaired). `InputError` (one line) where the
+    converter cannot do the graph."""
+    import onnx
+
+    convert_float_to_float16 = _converter()
+    original = onnx.load(path)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(original)  # the converter edits the model it is given
+    try:
+        converted = convert_float_to_float16(copy, keep_io_types=True,
+                                             node_block_list=keep or None)
+    except Exception as exc:  # the converter raises plain errors on graphs it cannot do
+        raise InputError(f"onnxconverter-common could not convert it: "
+                         f"{type(exc).__name__}: {exc}") from None
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    onnx.save(_repaired(converted, original), target)
+    return target
 
 
 def _repaired(converted: Any, original: Any) -> Any:

@@ -6,7 +6,7 @@ call, the costly part, so the search is built to make few of them):
 1. ranking (`rank`): the nodes `locate` found amplifying error, largest gain first, each
    followed by the producers of what it reads (keeping a Softmax in FP32 does not help while
    its input is still stored in FP16: the rounding happened there); then every other node by
-   its error, largest first;
+   its error, largest first (ranked only once the whole model in the low precision fails);
 2. grow: keep the first 1, 2, 4, 8 ... ranked nodes until the policy holds (at most
    log2(N) + 1 evaluations);
 3. bisect: the shortest ranked prefix that holds, between the last failing and the first
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from modelparity.locate.analyse import NodeError
 from modelparity.locate.expose import Node
 
-PRUNE = 8
+PRUNE = 16  # pruning costs one evaluation per kept node: bounded
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,11 @@ def rank(nodes: Sequence[Node], judged: Sequence[NodeError]) -> list[int]:
     return order
 
 
-def search(ranked: Sequence[int], holds: Callable[[frozenset[int]], bool]) -> Search:
+def search(ranked: Sequence[int] | Callable[[], Sequence[int]],
+           holds: Callable[[frozenset[int]], bool]) -> Search:
+    """`ranked` may be a function that ranks: it is called only once the whole model in the
+    low precision fails, so a model that needs no node in FP32 costs one evaluation and no
+    ranking (locate's two audits)."""
     steps: list[tuple[tuple[int, ...], bool]] = []
 
     def check(kept: Sequence[int]) -> bool:
@@ -64,6 +68,7 @@ def search(ranked: Sequence[int], holds: Callable[[frozenset[int]], bool]) -> Se
 
     if check(()):
         return Search((), len(steps), tuple(steps))
+    ranked = list(ranked() if callable(ranked) else ranked)
     low, size = 0, 1  # ranked[:low] fails; find a size that holds
     while not check(ranked[:size]):
         if size >= len(ranked):
