@@ -41,6 +41,7 @@ from modelparity.inputs import (
 from modelparity.inputs.base import hash_file
 from modelparity.inputs.layout import Layout, resolve_layout
 from modelparity.model import PreparedModel, prepare_model
+from modelparity.model.ir import with_original
 from modelparity.model.probe import PROBED_RUNTIMES, probe
 from modelparity.model.signature import Signature
 from modelparity.plan import DEFAULT_REFERENCE, PROFILE_SAMPLES, Plan, Settings, make_plan
@@ -77,6 +78,7 @@ def audit(
     per_item: bool = False,
     carry: dict[str, str] | None = None,
     progress: Progress | None = None,
+    original: str | None = None,
 ) -> AuditResult:
     """Run `model` on the reference and every backend in `backends`, on the same inputs.
 
@@ -102,10 +104,17 @@ def audit(
     model; an item that gives the input starts a sequence. Each candidate then also runs
     teacher-forced (fed the reference's state; `AuditResult.teacher_forced`): the gap between
     the two is drift.
+    `model` may be an OpenVINO IR (.xml) with `original` the ONNX file it was made from: the
+    ONNX is audited (the reference runs it) and each OpenVINO backend runs the IR, so what
+    converting changed (FP16-compressed weights, finding OV-7) is that backend's error.
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
     settings = Settings(batch_size, timeout, warmup, fingerprint, profile_samples, fix)
+    if isinstance(model, str):
+        model, backends = with_original(model, original, backends)
+    elif original is not None:
+        raise InputError("--original: goes with an OpenVINO IR given as the model")
     carried = tuple((carry or {}).items())
     # every spec checked before anything runs
     plan = make_plan(backends, reference, settings, carries_state=bool(carried))
@@ -144,7 +153,8 @@ def audit(
         plan = plan.fitted(_unable_yardsticks(plan, prepared, layout))
         running, layout, plan = _probed(prepared, plan, layout, workdir)
         key = _run_key(prepared, source, batch_size, config, plan.reference.key, layout,
-                       running.probes, _data_digest(source, batch_size, layout))
+                       running.probes, _data_digest(source, batch_size, layout),
+                       [p.spec for p in plan.backends])
         context = Context(running, source, FirstSamples(source, profile_samples), head,
                           config.output or "", workdir, key, progress or NoProgress(), layout)
         execution = execute(plan, context, resume=resume)
@@ -245,10 +255,14 @@ def _data_digest(source: InputSource, batch_size: int, layout: Layout) -> str:
 
 def _run_key(model: PreparedModel, source: InputSource, batch_size: int, task: TaskConfig,
              reference: str, layout: Layout, probes: tuple[tuple[str, str], ...],
-             digest: str) -> str:
+             digest: str, specs: Sequence[BackendSpec] = ()) -> str:
     """Identifies a run's settings and data, so --resume never mixes results of different
-    settings or inputs (nor outputs with and without the probes)."""
-    parts = [model.source, _file_digest(model.onnx_path), repr(source), digest,
+    settings or inputs (nor outputs with and without the probes, nor an IR rewritten in
+    place: the content of each `ir=` file counts)."""
+    irs = sorted({v for spec in specs for k, v in spec.options.items() if k.lower() == "ir"})
+    parts = [model.source, _file_digest(model.onnx_path),
+             *(_file_digest(path) + _file_digest(path[:-4] + ".bin") for path in irs),
+             repr(source), digest,
              str(batch_size), repr(task), reference, repr(layout), repr(probes), __version__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

@@ -273,6 +273,12 @@ def run(
              "fingerprints, error histograms with the emulation profiles, score scatter with "
              "the threshold's rounding band, confusion matrices, flips, at-risk counts, "
              "latency.")] = None,
+    original: Annotated[str | None, typer.Option(
+        "--original", metavar="ONNX",
+        help="MODEL is an OpenVINO IR (.xml, its .bin beside it) made from this ONNX file: "
+             "the reference runs the ONNX, each openvino backend the IR, so what converting "
+             "changed (weights stored as FP16 by ovc's and save_model's default) shows as "
+             "its error and flips.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Compare MODEL on each --backend against the reference, on the same inputs.
@@ -305,7 +311,7 @@ def run(
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
                 out=out, resume=resume, allow_pickle=allow_pickle, fingerprint=fingerprint,
                 profile_samples=profile_samples, fix=fix, batch_axes=axes, per_item=per_item,
-                carry=carried, progress=bars,
+                carry=carried, progress=bars, original=original,
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
@@ -573,11 +579,11 @@ def lint(
 
     try:
         specs = [parse_spec(text) for text in backend]
+        matched = [(spec, lint_spec(spec)) for spec in specs]  # reads the files a spec names
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     found = 0
-    for spec in specs:
-        findings = lint_spec(spec)
+    for spec, findings in matched:
         found += len(findings)
         if not findings:
             console.print(f"{spec.text}: no known silent precision default applies here",

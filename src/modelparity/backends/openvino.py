@@ -8,6 +8,7 @@ unless told otherwise, and a request for f16 may come back as something else.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -16,9 +17,10 @@ import numpy as np
 
 from modelparity.backends.base import Backend
 from modelparity.backends.options import first_line
-from modelparity.backends.runtime import Option, Repro, Runtime
+from modelparity.backends.runtime import TRUE, Option, Repro, Runtime
 from modelparity.errors import BackendUnavailable, ModelError, SpecError
 from modelparity.model import PreparedModel
+from modelparity.model.ir import fp16_compressed, static_facts
 from modelparity.spec import BackendSpec
 
 READ_BACK = ("INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT", "PERFORMANCE_HINT",
@@ -27,11 +29,26 @@ VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
 BOOKKEEPING_LAYERS = frozenset({"Input", "Output", "Const", "Reorder"})  # not computation
 
 
+#: Which file the backend reads, not passed to compile_model. `ir`: an OpenVINO IR (.xml with
+#: its .bin) made from the audited ONNX model, run in its place (the reference still runs the
+#: ONNX file: what the IR changed shows as this backend's error). `compress_to_fp16`: the model
+#: as `openvino.save_model` writes it with that setting (its default, and ovc's, is true:
+#: FP32 weights stored as FP16 and decompressed at load); with `ir`, false re-saves the ONNX
+#: original uncompressed, the fix for an IR saved with the default.
+MODEL_OPTIONS = (
+    Option("ir", "text", "an OpenVINO IR (.xml, with its .bin) made from the ONNX model, run "
+           "instead of the ONNX file", group="model"),
+    Option("compress_to_fp16", "bool", "run the model as openvino.save_model saves it with "
+           "this setting (default true: weights stored as FP16)", group="model"),
+)
+
+
 #: Properties compile_model takes on the CPU and the virtual devices (AUTO, HETERO, MULTI,
 #: BATCH), from their SUPPORTED_PROPERTIES in OpenVINO 2026.4 less the read-only ones, plus the
 #: Core properties every device takes. Other devices (GPU, NPU, ...) take any property: OpenVINO
 #: checks those itself when it compiles.
 PROPERTIES = (
+    *MODEL_OPTIONS,
     Option("INFERENCE_PRECISION_HINT", "choice", "the precision the plugin computes in (CPU: "
            "bf16 by default where the CPU has native BF16)", ("f32", "bf16", "f16"),
            group="property"),
@@ -56,9 +73,16 @@ PROPERTIES = (
 CHECKED_DEVICES = frozenset({"cpu", *(d.lower() for d in VIRTUAL_DEVICES)})
 
 
+
 def reported_options(description: Mapping[str, Any]) -> dict[str, str]:
-    """The properties read back from the compiled model (defaults included)."""
-    return {str(k): str(v) for k, v in (description.get("compiled_properties") or {}).items()}
+    """The properties read back from the compiled model (defaults included), and whether the
+    model read stores FP32 weights as FP16 (`compress_to_fp16`, read from the graph)."""
+    reported = {str(k): str(v) for k, v in
+                (description.get("compiled_properties") or {}).items()}
+    weights = description.get("weights")
+    if isinstance(weights, dict) and "fp16_compressed" in weights:
+        reported["compress_to_fp16"] = "true" if weights["fp16_compressed"] else "false"
+    return reported
 
 
 def repro_side(spec: BackendSpec) -> dict[str, Any]:
@@ -82,6 +106,9 @@ class OpenVINOBackend(Backend):
         self.compiled: Any = None
         self.request: Any = None
         self.core: Any = None
+        self.folder: str | None = None  # an IR saved here for compress_to_fp16
+        self.model_file: str | None = None
+        self.weights: dict[str, Any] | None = None
 
     def activate_impl(self, model: PreparedModel) -> None:
         import openvino as ov
@@ -93,13 +120,14 @@ class OpenVINOBackend(Backend):
                 f"{self.spec.text}: OpenVINO device {self.device} is not available here "
                 f"(available: {', '.join(self.core.available_devices)})"
             )
+        ov_model, saved = self._read(model)
+        constants, values = fp16_compressed(saved) if saved else (0, 0)
+        self.weights = {"fp16_compressed": constants > 0, "fp16_constants": constants,
+                        "fp16_values": values}
+        properties = {k: v for k, v in self.spec.options.items()
+                      if RUNTIME.group_of(self.spec.target, k, "property") == "property"}
         try:
-            ov_model = self.core.read_model(model.onnx_path)
-        except Exception as exc:
-            raise ModelError(f"{self.spec.text}: OpenVINO could not read {model.onnx_path}: "
-                             f"{first_line(exc)}") from None
-        try:
-            self.compiled = self.core.compile_model(ov_model, self.device, dict(self.spec.options))
+            self.compiled = self.core.compile_model(ov_model, self.device, properties)
         except Exception as exc:
             message = first_line(exc)
             if self.spec.options and any(k in str(exc) for k in self.spec.options):
@@ -115,6 +143,32 @@ class OpenVINOBackend(Backend):
         declared = set(model.signature.output_names)
         self.output_names = [next((n for n in sorted(out.get_names()) if n in declared),
                                   out.get_any_name()) for out in self.compiled.outputs]
+
+    def _read(self, model: PreparedModel) -> tuple[Any, str | None]:
+        """The model this spec runs, and the IR file it was read from (None: the ONNX file):
+        the IR given with `ir`, or the ONNX as `save_model` writes it with `compress_to_fp16`
+        (saved into a temporary folder)."""
+        import tempfile
+
+        import openvino as ov
+
+        options = {k.lower(): v for k, v in self.spec.options.items()}
+        path, compress = options.get("ir"), options.get("compress_to_fp16")
+        self.model_file = path or model.onnx_path
+        try:
+            if compress is None or (path and compress.lower() in TRUE):
+                return self.core.read_model(self.model_file), path  # an IR keeps what it has
+            source = model.onnx_path  # save_model's output from the ONNX original
+            self.folder = tempfile.mkdtemp(prefix="modelparity-ir-")  # removed at deactivate
+            saved = os.path.join(self.folder, "model.xml")
+            ov.save_model(self.core.read_model(source), saved,
+                          compress_to_fp16=compress.lower() in TRUE)
+            self.model_file = (f"{source}, as openvino.save_model(compress_to_fp16="
+                               f"{compress.lower() in TRUE}) saves it")
+            return self.core.read_model(saved), saved
+        except Exception as exc:
+            raise ModelError(f"{self.spec.text}: OpenVINO could not read {self.model_file}: "
+                             f"{first_line(exc)}") from None
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.request.infer(feed)
@@ -133,6 +187,10 @@ class OpenVINOBackend(Backend):
             "device": self.device,
             "options": dict(self.spec.options),
         }
+        if self.model_file:
+            info["model_file"] = self.model_file
+        if self.weights:
+            info["weights"] = self.weights
         if self.core is not None:
             with contextlib.suppress(Exception):  # virtual devices have no single name
                 info["device_name"] = self.core.get_property(
@@ -197,10 +255,28 @@ class OpenVINOBackend(Backend):
     def deactivate_impl(self) -> None:
         self.request = None
         self.compiled = None
+        if self.folder:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def create(spec: BackendSpec) -> OpenVINOBackend:
     return OpenVINOBackend(spec)
+
+
+def static_options(spec: BackendSpec) -> dict[str, str]:
+    """What the IR an `ir=` option names says before it runs (its FP16-stored weights)."""
+    return static_facts(spec.options)
+
+
+def check(spec: BackendSpec) -> None:
+    """An `ir=` path names an IR that is there, with its weights: one line before any start."""
+    from modelparity.model.ir import check_ir
+
+    for key, value in spec.options.items():
+        if key.lower() == "ir":
+            check_ir(value, f"-b {spec.text}")
 
 
 class _OpenVINORuntime(Runtime):
@@ -246,4 +322,6 @@ RUNTIME = _OpenVINORuntime(
     repro=Repro(repro_side,
                 REPRO_RUNNER),
     rules=("modelparity.knowledge", "rules/openvino.toml"),
+    check=check,
+    static_options=static_options,
 )

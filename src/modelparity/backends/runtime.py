@@ -114,6 +114,9 @@ class Runtime:
     check: Callable[[BackendSpec], Any] | None = None  # further static checks
     cannot_execute: Callable[[BackendSpec], str | None] | None = None  # why not on this machine
     reported_options: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    # what the files a spec names say before anything runs (an OpenVINO IR's stored weights),
+    # matched like reported options; the run's own report wins
+    static_options: Callable[[BackendSpec], dict[str, str]] | None = None
     repro: Repro | None = None  # how a standalone repro script builds it
     rules: tuple[str, str] | None = None  # (package, file) of its knowledge-base rules
     keep_target_case: bool = False  # py:module:factory keeps its case

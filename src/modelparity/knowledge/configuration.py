@@ -80,6 +80,8 @@ def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
     description = description or {}
     runtime = get_runtime(spec.runtime)
     reported = runtime.reported_options(description) if runtime.reported_options else {}
+    if runtime.static_options is not None:
+        reported = {**runtime.static_options(spec), **reported}
     package = package or runtime.distribution
     env = dict(os.environ if environ is None else environ)
     env.update(spec.env)

@@ -20,8 +20,9 @@ from modelparity.numerics.fingerprint import WEAK_CONFIDENCE
 from modelparity.spec import BackendSpec
 
 #: What a measured fingerprint verdict says about a rule's precision.
-AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED, UNCONFIRMED = (
-    "confirmed", "contradicted", "different", "predicted", "not measured", "unconfirmed")
+AGREES, CONTRADICTS, DIFFERS, PREDICTED, UNMEASURED, UNCONFIRMED, WEIGHTS = (
+    "confirmed", "contradicted", "different", "predicted", "not measured", "unconfirmed",
+    "weights")
 
 
 #: The rule's fields that `Finding.to_dict` writes under the same name.
@@ -70,6 +71,11 @@ class Finding:
                     "wins")
         if self.agreement == PREDICTED:
             return "predicted, not measured: this runtime cannot execute here"
+        if self.agreement == WEIGHTS:
+            computed = f" (the compute measured {measured})" if measured else ""
+            return (f"about weights stored as {expected}, which the compute's precision does "
+                    f"not show{computed}: its effect is this backend's error and flips against "
+                    f"the reference")
         if self.agreement == UNCONFIRMED:
             return (f"measured {measured or 'nothing clear'}, but too weakly to confirm or "
                     f"overrule the rule: the rule's {expected} stands")
@@ -240,6 +246,8 @@ def compare_with_measurement(finding: Finding, verdict: str | None, predicted: b
     a documented default."""
     if predicted:
         return dataclasses.replace(finding, agreement=PREDICTED)
+    if finding.rule.scope == "weights":  # ran, with or without a fingerprint
+        return dataclasses.replace(finding, measured=verdict, agreement=WEIGHTS)
     if verdict is None:
         return finding
     expected = finding.rule.precision

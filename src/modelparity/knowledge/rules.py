@@ -53,6 +53,10 @@ class Rule:
     example: str
     fix: Fix
     example_context: dict[str, Any] = field(default_factory=dict)
+    # "compute": the rule says the runtime computes in `precision`, which the fingerprint
+    # measures; "weights": it stores the weights in `precision` and computes in FP32, which the
+    # fingerprint does not see (the effect is the backend's error and flips)
+    scope: str = "compute"
 
 
 def rule_files() -> list[Any]:

@@ -30,8 +30,11 @@ def prepare_model(
     it, and unpickling runs whatever code the file carries.
     """
     from modelparity.model.export import prepare_torch  # run as the export child's main too
+    from modelparity.model.ir import is_ir, refuse_ir
 
     model = str(model)
+    if is_ir(model):
+        refuse_ir(model)
     if model.lower().endswith(".pt2"):
         if not os.path.isfile(model):
             raise ModelError(f"{model}: no such file")
