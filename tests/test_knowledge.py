@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from importlib import resources
 
 import jsonschema
@@ -227,6 +228,31 @@ def test_the_documentation_lists_every_rule() -> None:
     page = (Path(__file__).parents[1] / "docs" / "knowledge-base.md").read_text()
     missing = [rule.id for rule in RULES if f"| {rule.id} |" not in page]
     assert missing == [], f"docs/knowledge-base.md does not list {missing}"
+
+
+#: Where a source can be opened and stays what it was: a GitHub file at a release tag or a
+#: 40-hex commit (never a branch), a pull request or an issue, or a runtime's docs page.
+PINNED = re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+/blob/(?!(main|master|HEAD|develop)/)"
+                    r"[\w.-]+/\S+$")
+THREAD = re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+/(pull|issues)/\d+$")
+DOCS = re.compile(r"^https://(www\.)?(docs\.openvino\.ai|onnxruntime\.ai|docs\.pytorch\.org|"
+                  r"pytorch\.org/docs|apple\.github\.io/coremltools|docs\.nvidia\.com)/\S+$")
+
+
+def test_every_rule_has_a_source_a_reader_can_open() -> None:
+    """Each rule links its fact: a GitHub file pinned to a tag or commit, a pull request or
+    issue, or a docs page; a branch (blob/main) moves and does not count. The docs page
+    lists every link beside its rule."""
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "knowledge-base.md").read_text()
+    for rule in RULES:
+        assert rule.links, f"{rule.id}: no links"
+        for link in rule.links:
+            assert PINNED.match(link) or THREAD.match(link) or DOCS.match(link), \
+                f"{rule.id}: {link} is not a pinned file, a thread or a docs page"
+            assert link in page, f"docs/knowledge-base.md does not list {link} ({rule.id})"
+    assert not PINNED.match("https://github.com/o/r/blob/main/x.h")  # the pattern can fail
 
 
 def test_os_conditions_use_the_platform() -> None:

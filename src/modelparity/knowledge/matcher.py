@@ -94,6 +94,7 @@ class Finding:
             "bites": rule.bites,
             "versions": rule.versions,
             "source": rule.source,
+            "links": list(rule.links),
             "status": rule.status,
             "unchecked": self.unchecked,
             "fix": {"spec": self.fixed_spec, "code": rule.fix.code, "note": rule.fix.note},

@@ -57,6 +57,9 @@ class Rule:
     # measures; "weights": it stores the weights in `precision` and computes in FP32, which the
     # fingerprint does not see (the effect is the backend's error and flips)
     scope: str = "compute"
+    # where a reader checks the fact: GitHub files pinned to a release tag or a commit, pull
+    # requests and issues, docs pages (`source` says the same in words)
+    links: tuple[str, ...] = ()
 
 
 def rule_files() -> list[Any]:
@@ -83,7 +86,7 @@ def parse_rule_file(text: str, name: str) -> list[Rule]:
         rules.append(Rule(
             family=data["family"], runtime=data["runtime"], package=data["package"],
             targets=tuple(values.pop("targets")), when=tuple(values.pop("when")), fix=fix,
-            **values))
+            links=tuple(values.pop("links", ())), **values))
     ids = [rule.id for rule in rules]
     duplicates = {i for i in ids if ids.count(i) > 1}
     if duplicates:

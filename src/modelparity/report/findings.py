@@ -39,6 +39,9 @@ def render_finding(finding: Finding, console: Console, *, verbose: bool = False)
         text = line if isinstance(line, Text) else Text(line)
         for part in text.wrap(console, width):  # wrapped lines keep the indent, no padding
             console.print(Text(" " * indent) + part, highlight=False, soft_wrap=True)
+    for link in rule.links if verbose else rule.links[:1]:  # whole, so a terminal can open it
+        console.print(Text(" " * (indent + 2) + link, style="dim"), highlight=False,
+                      soft_wrap=True)
 
 
 def render_findings(findings: Sequence[Finding], console: Console, *,
