@@ -25,7 +25,8 @@ def is_ir(path: str) -> bool:
 
 
 def check_ir(path: str, what: str) -> str:
-    """`path` as an absolute IR path, or one line naming `what` gave it and what is wrong."""
+    """`path`, checked to be an IR with its weights beside it (as given: the workers run in
+    this directory), or one line naming `what` gave it and what is wrong."""
     error = SpecError if what.startswith("-b") else ModelError
     if not is_ir(path):
         raise error(f"{what}: {path} is not an OpenVINO IR (expected model.xml, with its "
@@ -36,7 +37,7 @@ def check_ir(path: str, what: str) -> str:
     if not os.path.isfile(weights):
         raise error(f"{what}: {path}: its weights {os.path.basename(weights)} are not beside "
                     f"it")
-    return os.path.abspath(path)
+    return path
 
 
 def refuse_ir(model: str) -> None:

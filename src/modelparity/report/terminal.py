@@ -83,9 +83,12 @@ def _precision(result: BackendResult) -> Text:
                          ("  !" if disagree else "", "bold"))
 
 
+SPEC_WIDTH = 48  # a longer spec (an IR's path, many options) folds, so the numbers stay
+
+
 def summary_table(result: AuditResult) -> Table:
     table = Table(title="every backend against the reference", title_justify="left")
-    table.add_column("backend", no_wrap=True)
+    table.add_column("backend", overflow="fold", max_width=SPEC_WIDTH)  # a long spec folds
     table.add_column("status", no_wrap=True)
     table.add_column("precision\nreported / measured", no_wrap=True)
     table.add_column("max abs\nerror", justify="right", no_wrap=True)
@@ -192,8 +195,9 @@ def fixes_table(result: AuditResult) -> Table | None:
                   title_justify="left")
     for column in FIX_COLUMNS:
         left = column in ("run", "backend", "rules", "status", "precision measured")
-        table.add_column(column, no_wrap=column == "backend",
-                         justify="left" if left else "right")
+        table.add_column(column, justify="left" if left else "right",
+                         **({"overflow": "fold", "max_width": SPEC_WIDTH}
+                            if column == "backend" else {}))
     for row in fix_rows(result, _number):
         fixed = row[0] == "fixed"
         flips = _text(row[4], style="bold green" if fixed and row[4] == "0" else "")
