@@ -51,6 +51,9 @@ def config_for(spec: BackendSpec, context: dict, *, environ: dict | None = None
         gpu_sm=context.get("gpu_sm"),
         gpu_name="test GPU" if "gpu_sm" in context else None,
         version=context.get("version", "99.0"),
+        os_version=context.get("os_version"),
+        qairt=context.get("qairt"),
+        reported={**base.reported, **context.get("reported", {})},
     )
 
 
@@ -170,9 +173,41 @@ def test_fixed_spec_merges_every_fix_and_replaces_options_case_insensitively() -
     assert match(config_for(fixed, {})) == []
 
 
+def test_matmul_precision_highest_leaves_cudnn_tf32_on() -> None:
+    """set_float32_matmul_precision('highest') governs matmuls only: PT-2 (cuDNN's TF32 for
+    convolutions) still holds, and goes only with allow_tf32=0."""
+    context = {"gpu_sm": 86}
+    highest = {f.rule.id for f in match(config_for(parse_spec(
+        "torch:cuda?matmul_precision=highest"), context))}
+    assert "PT-2" in highest
+    off = {f.rule.id for f in match(config_for(parse_spec(
+        "torch:cuda?matmul_precision=highest&allow_tf32=0"), context))}
+    assert "PT-2" not in off
+
+
+def test_conditions_this_machine_cannot_read_make_a_finding_conditional() -> None:
+    """ORT-8-qairt depends on the QNN SDK's version and ORT-16 on macOS's: off a Mac and
+    without the SDK's version they are kept, marked conditional, and say what they need."""
+    qnn = next(f for f in match(config_for(parse_spec("ort:qnn?enable_htp_fp16_precision=0"),
+                                           {})) if f.rule.id == "ORT-8-qairt")
+    assert qnn.conditional and "QAIRT (the QNN SDK) 2.35 or newer" in qnn.unchecked[0]
+    assert "no FP32" in qnn.rule.fix.note
+    coreml = next(f for f in match(config_for(parse_spec(
+        "ort:coreml?ModelFormat=MLProgram&RequireStaticInputShapes=1"), {}))
+        if f.rule.id == "ORT-16")
+    assert coreml.conditional and "macOS 15" in coreml.unchecked[0]
+    newer = {f.rule.id for f in match(config_for(parse_spec(
+        "ort:coreml?ModelFormat=MLProgram&RequireStaticInputShapes=1"),
+        {"os": "darwin", "os_version": "26.1"}))}
+    assert "ORT-16" not in newer
+    old = {f.rule.id for f in match(config_for(parse_spec(
+        "ort:qnn?enable_htp_fp16_precision=0"), {"qairt": "2.31"}))}
+    assert "ORT-8-qairt" not in old
+
+
 def test_a_fix_may_change_the_device() -> None:
     findings = match(config_for(parse_spec("openvino:npu"), {}))
-    assert [f.rule.id for f in findings] == ["OV-4"]
+    assert [f.rule.id for f in findings] == ["OV-4", "OV-9"]
     assert findings[0].fixed_spec == "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
 
 

@@ -145,3 +145,34 @@ def test_bad_ir_input_is_one_line(saved, tmp_path, case):
     assert needle in outcome.output
     assert len(outcome.output.strip().splitlines()) == 1
     assert "Traceback" not in outcome.output
+
+
+def test_a_qdq_model_is_seen_as_quantized_from_the_graph_openvino_compiles(models, tmp_path):
+    """Rule OV-8 (an INT8 QDQ model under the GPU's default f16) needs to know the model is
+    quantized: the OpenVINO backend counts the FakeQuantize ops its QuantizeLinear /
+    DequantizeLinear pairs become, and reports `quantized`; a float model is not."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modelparity.backends.openvino import reported_options
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 4))
+                                     .astype(np.float32), "W")
+    scale = numpy_helper.from_array(np.array(0.05, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+         helper.make_node("MatMul", ["xd", "W"], ["y"])], "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight, scale, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "qdq.onnx")
+    quantized = modelparity.audit(str(tmp_path / "qdq.onnx"), [OV], task="regression",
+                                  samples=32, fingerprint=False).candidates[0]
+    plain = modelparity.audit(models["binary"]["path"], [OV], samples=32,
+                              fingerprint=False).candidates[0]
+    assert quantized.ok and quantized.description["fake_quantize"] >= 1
+    assert reported_options(quantized.description)["quantized"] == "true"
+    assert reported_options(plain.description)["quantized"] == "false"

@@ -75,13 +75,16 @@ CHECKED_DEVICES = frozenset({"cpu", *(d.lower() for d in VIRTUAL_DEVICES)})
 
 
 def reported_options(description: Mapping[str, Any]) -> dict[str, str]:
-    """The properties read back from the compiled model (defaults included), and whether the
-    model read stores FP32 weights as FP16 (`compress_to_fp16`, read from the graph)."""
+    """The properties read back from the compiled model (defaults included), and what the
+    graph shows: FP32 weights stored as FP16 (`compress_to_fp16`), quantize-dequantize pairs
+    (`quantized`)."""
     reported = {str(k): str(v) for k, v in
                 (description.get("compiled_properties") or {}).items()}
     weights = description.get("weights")
     if isinstance(weights, dict) and "fp16_compressed" in weights:
         reported["compress_to_fp16"] = "true" if weights["fp16_compressed"] else "false"
+    if isinstance(description.get("fake_quantize"), int):  # an INT8 QDQ model (rule OV-8)
+        reported["quantized"] = "true" if description["fake_quantize"] else "false"
     return reported
 
 
@@ -109,6 +112,7 @@ class OpenVINOBackend(Backend):
         self.folder: str | None = None  # an IR saved here for compress_to_fp16
         self.model_file: str | None = None
         self.weights: dict[str, Any] | None = None
+        self.fake_quantize: int | None = None
 
     def activate_impl(self, model: PreparedModel) -> None:
         import openvino as ov
@@ -124,6 +128,8 @@ class OpenVINOBackend(Backend):
         constants, values = fp16_compressed(saved) if saved else (0, 0)
         self.weights = {"fp16_compressed": constants > 0, "fp16_constants": constants,
                         "fp16_values": values}
+        # a QDQ model's QuantizeLinear/DequantizeLinear pairs, as OpenVINO reads them
+        self.fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in ov_model.get_ops())
         properties = {k: v for k, v in self.spec.options.items()
                       if RUNTIME.group_of(self.spec.target, k, "property") == "property"}
         try:
@@ -191,6 +197,8 @@ class OpenVINOBackend(Backend):
             info["model_file"] = self.model_file
         if self.weights:
             info["weights"] = self.weights
+        if self.fake_quantize is not None:
+            info["fake_quantize"] = self.fake_quantize
         if self.core is not None:
             with contextlib.suppress(Exception):  # virtual devices have no single name
                 info["device_name"] = self.core.get_property(

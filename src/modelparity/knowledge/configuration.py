@@ -32,6 +32,8 @@ class Configuration:
     cpu_flags: tuple[str, ...] | None = None  # None: not known on this OS
     gpu_sm: int | None = None  # compute capability x10 of the first NVIDIA GPU, None: none seen
     gpu_name: str | None = None
+    os_version: str | None = None  # macOS's version on a Mac (platform.mac_ver); None elsewhere
+    qairt: str | None = None  # the QNN SDK (QAIRT) behind ORT's QNN EP: not read, so None
 
     @property
     def runtime(self) -> str:
@@ -102,4 +104,5 @@ def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
         cpu_flags=tuple(flags) if flags is not None else None,
         gpu_sm=gpu[1] if gpu else None,
         gpu_name=gpu[0] if gpu else None,
+        os_version=(platform.mac_ver()[0] or None) if sys.platform == "darwin" else None,
     )

@@ -176,6 +176,16 @@ def evaluate(condition: dict[str, Any], config: Configuration) -> bool | None:
         if config.gpu_sm is None:
             return None
         return config.gpu_sm >= condition["gpu_sm_at_least"]
+    if "macos_in" in condition:  # a Mac's OS version; unknown anywhere else
+        if config.os_version is None:
+            return None
+        return _matches(config.os_version, condition["macos_in"])
+    if "qairt_at_least" in condition:
+        from packaging.version import Version
+
+        if config.qairt is None or _version_tuple(config.qairt) is None:
+            return None
+        return Version(_version_tuple(config.qairt)) >= Version(condition["qairt_at_least"])
     if "version" in condition:
         from packaging.specifiers import SpecifierSet
 
@@ -197,6 +207,12 @@ def describe_condition(condition: dict[str, Any]) -> str:
                 "not say which CPU features are present")
     if "version" in condition:
         return f"applies to versions {condition['version']}; the runtime is not installed here"
+    if "macos_in" in condition:
+        return (f"applies on macOS {' or '.join(condition['macos_in'])}; this machine is not a "
+                f"Mac, so it cannot tell")
+    if "qairt_at_least" in condition:
+        return (f"applies with QAIRT (the QNN SDK) {condition['qairt_at_least']} or newer behind "
+                f"the QNN EP; its version is not read here")
     return str(condition)
 
 
