@@ -42,7 +42,7 @@ from modelparity.inputs.base import hash_file
 from modelparity.inputs.layout import Layout, resolve_layout
 from modelparity.model import PreparedModel, prepare_model
 from modelparity.model.ir import with_original
-from modelparity.model.probe import PROBED_RUNTIMES, probe
+from modelparity.model.probe import probe, reads_probes
 from modelparity.model.signature import Signature
 from modelparity.plan import DEFAULT_REFERENCE, PROFILE_SAMPLES, Plan, Settings, make_plan
 from modelparity.repro import write_repros
@@ -215,13 +215,12 @@ def _probed(prepared: PreparedModel, plan: Plan, layout: Layout, workdir: str
     A yardstick that cannot read the probes (PyTorch runs its own module) is then left out:
     the others speak for its precision; every profile must be read at the same tensors."""
     audited = (plan.reference, *plan.candidates, *plan.teacher_forced)
-    if not plan.settings.fingerprint or any(p.spec.runtime not in PROBED_RUNTIMES
-                                            for p in audited):
+    if not plan.settings.fingerprint or any(not reads_probes(p.spec) for p in audited):
         return prepared, layout, plan
     running = probe(prepared, workdir)
     if running.probes:
         plan = plan.fitted({str(y.label): "cannot read the probed tensors"
-                            for y in plan.yardsticks if y.spec.runtime not in PROBED_RUNTIMES})
+                            for y in plan.yardsticks if not reads_probes(y.spec)})
     moved = tuple((hidden, layout.axis(output)) for hidden, output in running.probes
                   if layout.axis(output))
     return (running, dataclasses.replace(layout, axes=layout.axes + moved) if moved else layout,

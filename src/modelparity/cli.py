@@ -445,6 +445,129 @@ def locate(
         console.print(Text(plain(f"written: {path}"), style="dim"))
 
 
+@app.command()
+def capture(
+    model: ModelArgument,
+    backend: Annotated[str, typer.Option(
+        "--backend", "-b", help="The backend to run and keep the outputs of, as for 'run' "
+                                "(ort:coreml?ModelFormat=MLProgram, openvino:gpu, ...).")],
+    out: Annotated[str, typer.Option(
+        "--out", "-o", help="The capture folder to write (run.mpc): the outputs as "
+                            "safetensors shards, each sample's input digest, the model's "
+                            "hash, the backend's description and timings.")],
+    data: DataOption = None,
+    shape: ShapeOption = None,
+    samples: Annotated[int, typer.Option(help="How many synthetic samples.")] = 1000,
+    seed: SeedOption = 0,
+    value_range: ValueRangeOption = "-1,1",
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] \
+        = Settings.batch_size,
+    timeout: TimeoutOption = Settings.timeout,
+    warmup: Annotated[int, typer.Option(
+        help="Untimed runs of the first batch before latency is measured.")] \
+        = Settings.warmup,
+    keep_inputs: Annotated[bool, typer.Option(
+        help="Keep the inputs in the capture too, so 'compare' needs no data (--no-keep-"
+             "inputs for data too large or private to carry).")] = True,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted capture in --out after its last whole shard.")]
+        = False,
+    allow_pickle: AllowPickleOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run MODEL on one --backend and keep its outputs, to compare anywhere.
+
+    For the backends that live on other machines (Core ML on a Mac, CUDA
+    on a GPU server): capture there, copy the folder, and run 'modelparity
+    compare' where the CI is. Exit 0 when written, 2 on an error.
+    """
+    from modelparity.capture import capture as capture_outputs
+    from modelparity.inputs import parse_shape
+
+    try:
+        shapes = dict(parse_shape(text) for text in shape or [])
+        manifest = capture_outputs(model, backend, data, out=out, batch_size=batch_size,
+                                   shapes=shapes, samples=samples, seed=seed,
+                                   value_range=parse_range(value_range), timeout=timeout,
+                                   warmup=warmup, keep_inputs=keep_inputs, resume=resume,
+                                   allow_pickle=allow_pickle)
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    precision = (manifest.description.get("precision") or {}).get("reported")
+    console.print(Text(plain(f"captured {manifest.spec} on {manifest.samples} samples"
+                             + (f" (precision reported: {precision})" if precision else "")
+                             + f": {out}")))
+
+
+@app.command()
+def compare(
+    items: Annotated[list[str], typer.Argument(
+        help="The reference, then the candidates: capture folders (modelparity capture), "
+             "backend specs that run here (ort:cpu), or Polygraphy results (polygraphy run "
+             "--save-outputs out.json).", metavar="REF CAND...")],
+    model: Annotated[str | None, typer.Option(
+        help="The model, when the one the captures name is not at that path here (its "
+             "content must match).")] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", "-d", help="Inputs, when no capture kept them (as for 'run').")] = None,
+    polygraphy_inputs: Annotated[str | None, typer.Option(
+        "--polygraphy-inputs", metavar="FILE",
+        help="The inputs Polygraphy saved with --save-inputs, for its results.")] = None,
+    task: TaskOption = "binary",
+    output: OutputOption = None,
+    threshold: ThresholdOption = "0.5",
+    logits: LogitsOption = False,
+    k: KOption = 5,
+    custom: CustomOption = None,
+    labels: Annotated[str | None, typer.Option(
+        help="True labels (.npy or .csv), one per sample: adds metrics per backend.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per call of a live backend.")] \
+        = Settings.batch_size,
+    timeout: TimeoutOption = Settings.timeout,
+    out: Annotated[str | None, typer.Option(
+        help="Folder for report.json and the per-backend results.")] = None,
+    fingerprint: Annotated[bool, typer.Option(
+        help="Also run the model's emulations here to tell which precision each capture "
+             "really used (needs the model).")] = True,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", metavar="EXPR", help="A policy that fails the compare (exit 1), as for "
+                                          "'run': flips>0, max_abs>1e-4, ...")] = None,
+    junit: Annotated[str | None, typer.Option("--junit", metavar="PATH",
+                                              help="Write JUnit XML here.")] = None,
+    markdown: Annotated[str | None, typer.Option("--markdown", metavar="PATH",
+                                                 help="Write a Markdown summary here.")] \
+        = None,
+    html: Annotated[str | None, typer.Option("--html", metavar="PATH",
+                                             help="Write the HTML report here.")] = None,
+    show_flips: Annotated[int, typer.Option(help="Flipped samples listed per backend.")] = 10,
+    debug: DebugOption = False,
+) -> None:
+    """Audit captures (and live backends) against a reference, on any machine.
+
+    The same audit as 'run': errors, flips, metrics with --labels, the
+    silent defaults of each captured configuration (judged on the
+    machine it was captured on), the fingerprint, every report. Exit 0
+    when all is well, 1 when a --fail-on policy fails, 2 on an error
+    (captures of other models or inputs are refused in one line).
+    """
+    from modelparity.capture.compare import compare as compare_items
+    from modelparity.policy import parse_policies
+
+    try:
+        report_files(html=html, junit=junit, markdown=markdown)
+        policies = parse_policies(fail_on)
+        config = task_config(task, output, threshold, logits, k, custom)
+        with progress_bars() as bars:
+            result = compare_items(items, model=model, inputs=data,
+                                   polygraphy_inputs=polygraphy_inputs, task=config,
+                                   labels=labels, batch_size=batch_size, timeout=timeout,
+                                   out=out, fingerprint=fingerprint, progress=bars)
+    except ModelParityError as exc:
+        raise fail(str(exc), debug) from None
+    finish(result, policies, show_flips=show_flips, junit=junit, markdown=markdown, html=html,
+           debug=debug, saved=os.path.join(out, "report.json") if out else None)
+
+
 @app.command("keep-fp32")
 def keep_fp32_command(
     model: ModelArgument,

@@ -16,7 +16,7 @@ from modelparity.analyse.precision import fingerprints
 from modelparity.backends.registry import get_runtime
 from modelparity.decisions import DecisionHead, TaskConfig, compute_metrics, find_flips
 from modelparity.decisions import metric_deltas as deltas
-from modelparity.errors import InputError
+from modelparity.errors import InputError, ModelParityError
 from modelparity.execute.outcome import BackendRun
 from modelparity.knowledge import compare_with_measurement, lint
 from modelparity.model import PreparedModel
@@ -78,9 +78,14 @@ def _with_findings(result: BackendResult) -> BackendResult:
     """Match the knowledge base against what the backend reported, and set what the
     fingerprint says about each finding (the measurement wins)."""
     confidence = result.fingerprint.confidence if result.fingerprint else None
+    # a capture is judged as the backend it replays, on the machine it was taken on
+    captured = (result.description.get("capture") or {}).get("spec")
+    try:
+        matched = lint(captured or result.spec, result.description)
+    except ModelParityError:  # captured by a tool whose configurations we have no rules for
+        matched = []
     findings = [compare_with_measurement(f, result.measured_precision, result.predicted,
-                                         confidence)
-                for f in lint(result.spec, result.description)]
+                                         confidence) for f in matched]
     return dataclasses.replace(result, findings=findings)
 
 

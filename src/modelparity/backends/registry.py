@@ -23,6 +23,7 @@ BUILTIN = (
     "modelparity.backends.coreml",
     "modelparity.backends.emulate",
     "modelparity.backends.pyentry",
+    "modelparity.backends.capture",
 )
 
 

@@ -29,6 +29,7 @@ from modelparity.inputs import InputSource
 from modelparity.inputs.layout import DEFAULT_LAYOUT, Layout
 from modelparity.model import PreparedModel
 from modelparity.numerics import ErrorAccumulator
+from modelparity.numerics.latency import Latency
 from modelparity.numerics.roundtrip import RoundTripAccumulator
 from modelparity.plan import Plan, Planned, Settings
 from modelparity.spec import slug
@@ -218,8 +219,10 @@ def run_backend(planned: Planned, worker: BackendWorker, sink: ReferenceSink | C
         return run
     finally:
         worker.close()
+    captured = (worker.description.get("capture") or {}).get("latency")
+    latency = Latency.from_dict(captured) if captured else worker.latency()  # a capture's own
     run = BackendRun(planned.text, planned.role, OK, description=worker.description,
-                     latency=worker.latency(), **sink.result())
+                     latency=latency, **sink.result())
     progress.finish(planned.text, run)
     return run
 

@@ -377,6 +377,33 @@ def content_digest(source: InputSource, batch_size: int, layout: Layout = DEFAUL
 
 
 @dataclass(frozen=True)
+class LaterSamples:
+    """Another source without its first `skip` samples: an interrupted capture resumes where
+    it stopped instead of running them again."""
+
+    source: InputSource
+    skip: int
+
+    @property
+    def num_samples(self) -> int | None:
+        total = self.source.num_samples
+        return None if total is None else max(0, total - self.skip)
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} from sample {self.skip}"
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        left = self.skip
+        for batch in self.source.batches(batch_size):
+            rows = rows_of(batch)
+            if left >= rows:
+                left -= rows
+                continue
+            yield _tail(batch, left) if left else batch
+            left = 0
+
+
+@dataclass(frozen=True)
 class FirstSamples:
     """The first `limit` samples of another source: an error profile needs a sample of the
     data, not all of it, so reference profiles (emulations, FP32 noise) are run on this."""

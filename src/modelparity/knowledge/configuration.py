@@ -92,6 +92,16 @@ def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
         version = runtime_version(package)
     flags = cpu_flags() if sys.platform.startswith("linux") else None
     gpu = nvidia_gpu()
+    machine, system = platform.machine().lower(), sys.platform
+    os_version = (platform.mac_ver()[0] or None) if sys.platform == "darwin" else None
+    captured = (description.get("capture") or {}).get("machine")
+    if isinstance(captured, dict):  # a capture: the machine it was taken on, not this one
+        system = str(captured.get("system") or "")
+        machine = str(captured.get("machine") or "").lower()
+        flags = captured.get("cpu_flags") if system.startswith("linux") else None
+        gpu = tuple(captured["gpu"]) if captured.get("gpu") else None
+        os_version = captured.get("os_version")
+        env = {**{k: str(v) for k, v in (captured.get("env") or {}).items()}, **spec.env}
     return Configuration(
         spec=spec,
         target=spec.target,
@@ -99,10 +109,10 @@ def resolve(spec: BackendSpec, description: Mapping[str, Any] | None = None, *,
         env=env,
         reported=reported,
         version=version if isinstance(version, str) else None,
-        machine=platform.machine().lower(),
-        system=sys.platform,
+        machine=machine,
+        system=system,
         cpu_flags=tuple(flags) if flags is not None else None,
         gpu_sm=gpu[1] if gpu else None,
         gpu_name=gpu[0] if gpu else None,
-        os_version=(platform.mac_ver()[0] or None) if sys.platform == "darwin" else None,
+        os_version=os_version,
     )

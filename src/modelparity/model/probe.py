@@ -22,6 +22,22 @@ ACTIVATIONS = frozenset({"Sigmoid", "Softmax", "LogSoftmax", "Tanh", "HardSigmoi
 PROBED_RUNTIMES = frozenset({"ort", "openvino", "emulate", "py"})
 
 
+def reads_probes(spec: Any) -> bool:
+    """Whether a backend gives the probed tensors: a runtime that runs the ONNX file, or a
+    capture taken with them (a `capture:` backend replays what its capture holds)."""
+    if spec.runtime in PROBED_RUNTIMES:
+        return True
+    if spec.runtime == "capture":
+        from modelparity.capture.artifact import read_manifest
+        from modelparity.errors import ModelParityError
+
+        try:
+            return bool(read_manifest(spec.target).model.get("probes"))
+        except ModelParityError:
+            return False  # its own load says what is wrong with it
+    return False
+
+
 def _uses_external_data(model: Any) -> bool:  # an onnx.ModelProto
     from onnx import TensorProto
 
