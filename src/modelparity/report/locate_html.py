@@ -19,7 +19,7 @@ import math
 from modelparity.folders import write_atomic
 from modelparity.locate.analyse import ROUNDING, NodeError
 from modelparity.locate.result import LocateResult
-from modelparity.report.html import CSS, _e, _legend, _svg, _text
+from modelparity.report.markup import CSS, _e, _legend, _svg, _text
 
 TINY = 2.0**-40  # Model Explorer: an exact node (error 0) is given log10 of this
 ZERO, NONFINITE = "zero", "nonfinite"  # drawn on the chart's bottom and top edges
