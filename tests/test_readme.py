@@ -35,7 +35,7 @@ def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
 
 
 def test_every_option_in_the_readme_exists():
-    commands = ("run", "locate", "keep-fp32", "report", "lint", "demo", "fp")
+    commands = ("run", "locate", "keep-fp32", "capture", "compare", "report", "lint", "demo", "fp")
     help_text = "".join(CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
                         for command in commands)
     mentioned = set(re.findall(r"`(--[a-z][a-z-]+)", README))
