@@ -74,3 +74,28 @@ def test_report_rerenders_the_demos_saved_audit_to_the_same_html(demo, tmp_path)
         report = json.loads(saved.read_text())
         flipped = any(c["flips"] and c["flips"]["count"] for c in report["candidates"])
         assert gated.returncode == (1 if flipped else 0), gated.stdout[-2000:]
+
+
+def test_captures_from_a_mac_replace_the_predicted_core_ml_rows(demo, tmp_path):
+    """`demo --capture-dir`: a capture of `ort:coreml` stands where the predicted row was.
+    Core ML does not run on Linux, so the capture is made here from the FP16 emulation and
+    its manifest says ort:coreml: this checks the replacement, not Core ML."""
+    from modelparity.capture import capture
+
+    folder = demo[0]
+    macos = tmp_path / "macos"
+    macos.mkdir()
+    taken = macos / "ort_coreml.mpc"
+    capture(str(folder / "mlp" / "model.onnx"), "emulate:fp16", str(folder / "mlp_inputs.npz"),
+            out=str(taken), batch_size=512)
+    manifest = json.loads((taken / "manifest.json").read_text())
+    manifest["spec"] = "ort:coreml"
+    (taken / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "demo"
+    assert run_demo(str(out), Console(width=200, record=True), str(macos)) == 0
+    report = json.loads((out / "mlp" / "report.json").read_text())
+    specs = [b["spec"] for b in report["candidates"]]
+    assert f"capture:{taken}" in specs and "ort:coreml" not in specs
+    replayed = next(b for b in report["candidates"] if b["spec"] == f"capture:{taken}")
+    assert replayed["flips"]["count"] > 0  # FP16 outputs, as the NeuralNetwork format gives
+    assert "ort:coreml?ModelFormat=MLProgram" in specs  # still predicted: no capture of it

@@ -719,19 +719,26 @@ def lint(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's models, data and reports.")]
         = Path("modelparity-demo"),
+    capture_dir: Annotated[str | None, typer.Option(
+        "--capture-dir", metavar="DIR",
+        help="Captures taken on a Mac (modelparity capture ... -b 'ort:coreml' -o "
+             "DIR/x.mpc): they replace the Core ML rows this machine can only predict.")]
+        = None,
     debug: DebugOption = False,
 ) -> None:
     """Show silent downcasts flipping decisions, on two small models built here.
 
     Runs them on ONNX Runtime (reference), PyTorch, OpenVINO with
-    default settings and OpenVINO pinned to FP32, and shows which
-    decisions flip, the known default behind it, and what the fix
-    costs. Downloads nothing.
+    default settings and OpenVINO pinned to FP32, and the 4->3 MLP also
+    on Core ML (ONNX Runtime's provider by default and with
+    ModelFormat=MLProgram, Core ML itself in FP32 and FP16; predicted
+    rows off macOS), and shows which decisions flip, the known default
+    behind it, and what the fix costs. Downloads nothing.
     """
     from modelparity.demo import run_demo
 
     try:
-        code = run_demo(str(out), console)
+        code = run_demo(str(out), console, capture_dir)
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     raise typer.Exit(code)

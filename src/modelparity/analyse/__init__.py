@@ -84,7 +84,8 @@ def _with_findings(result: BackendResult) -> BackendResult:
         matched = lint(captured or result.spec, result.description)
     except ModelParityError:  # captured by a tool whose configurations we have no rules for
         matched = []
-    findings = [compare_with_measurement(f, result.measured_precision, result.predicted,
+    findings = [compare_with_measurement(dataclasses.replace(f, backend=result.spec),
+                                         result.measured_precision, result.predicted,
                                          confidence) for f in matched]
     return dataclasses.replace(result, findings=findings)
 

@@ -3,6 +3,12 @@
 Two models built in code run on ONNX Runtime CPU (the reference), PyTorch CPU, OpenVINO CPU with
 its default settings, and OpenVINO pinned to FP32. On a CPU with native BF16, OpenVINO's default
 quietly computes in BF16 and decisions near the threshold flip; the FP32 pin removes the flips.
+
+The 4->3 MLP without bias is also the article's Core ML case: ONNX Runtime's CoreML provider
+with its default (a NeuralNetwork model, FP16 on the GPU and Neural Engine) and with
+`ModelFormat=MLProgram`, and Core ML itself in FP32 and in its FP16 default. On macOS they run;
+elsewhere they are predicted rows (an emulation stands in, and the rows say so), and
+`--capture-dir` puts captures taken on a Mac (`modelparity capture`) in their place.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from modelparity.result import AuditResult
 OPENVINO_DEFAULT = "openvino:cpu"
 OPENVINO_FP32 = "openvino:cpu?INFERENCE_PRECISION_HINT=f32"
 BACKENDS = ["torch:cpu", OPENVINO_DEFAULT, OPENVINO_FP32]
+COREML_DEFAULT = "ort:coreml"
+COREML_BACKENDS = [COREML_DEFAULT, "ort:coreml?ModelFormat=MLProgram",
+                   "coreml:all?compute_precision=fp32", "coreml:all"]
 JITTER_COPIES = 40  # noisy copies of each breast-cancer sample: more samples near the threshold
 
 
@@ -81,28 +90,75 @@ def explain(result: AuditResult, console: Console) -> None:
         + measured + speed, style="bold"))
 
 
-def run_demo(out: str, console: Console) -> int:
+def captures(folder: str | None) -> dict[str, str]:
+    """{captured spec: `capture:<folder>`} for the capture folders in `folder`."""
+    from modelparity.capture.artifact import read_manifest
+    from modelparity.errors import ModelParityError
+
+    if not folder:
+        return {}
+    if not os.path.isdir(folder):
+        raise ModelParityError(f"--capture-dir {folder}: no such folder")
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and os.path.exists(os.path.join(path, "manifest.json")):
+            found[read_manifest(path).spec] = f"capture:{path}"
+    return found
+
+
+def explain_coreml(result: AuditResult, out: str, console: Console) -> None:
+    """Say what the Core ML rows show, and how captures from a Mac replace predicted ones."""
+    rows = [b for b in result.candidates if b.spec in COREML_BACKENDS
+            or b.description.get("capture", {}).get("spec") in COREML_BACKENDS]
+    if not rows:
+        return
+    for backend in rows:
+        how = ("predicted: " + backend.description["predicted"].get("stand_in", "?")
+               + " ran in its place") if backend.predicted else (
+            f"captured: {backend.description['capture']['path']}" if "capture" in
+            backend.description else "measured here")
+        flips = backend.flips.count if backend.ok and backend.flips else "-"
+        console.print(Text(f"{backend.spec}: {flips} flipped ({how})", style="dim"))
+    if any(b.predicted for b in rows):
+        model = os.path.join(out, "mlp", "model.onnx")
+        console.print(Text(
+            "The Core ML rows are predicted here (Core ML runs only on macOS). On a Mac, with "
+            f"this folder copied: modelparity capture {model} -b 'ort:coreml' --data "
+            f"{os.path.join(out, 'mlp_inputs.npz')} -o macos/ort_coreml.mpc, the same for "
+            "'ort:coreml?ModelFormat=MLProgram', and for coreml:all and "
+            "coreml:all?compute_precision=fp32 with the model modelparity.demo.models:mlp_4x3 "
+            "(Core ML converts the PyTorch module; the same modelparity and torch versions "
+            "export the same file); then here: modelparity demo --capture-dir macos",
+            style="yellow"))
+
+
+def run_demo(out: str, console: Console, capture_dir: str | None = None) -> int:
     data = demo_data(out)
+    captured = captures(capture_dir)
+    coreml = [captured.get(spec, spec) for spec in COREML_BACKENDS]
     runs = [
         ("One linear layer, 4 inputs -> 3 sigmoid outputs, no bias (multi-label, threshold 0.5)",
-         "modelparity.demo.models:mlp_4x3", "mlp", TaskConfig(kind="multilabel")),
+         "modelparity.demo.models:mlp_4x3", "mlp", TaskConfig(kind="multilabel"),
+         BACKENDS + coreml),
         ("Breast-cancer classifier trained here (scikit-learn's bundled data + jittered copies),"
          " threshold 0.5", "modelparity.demo.models:breast_cancer_classifier", "cancer",
-         TaskConfig(kind="binary")),
+         TaskConfig(kind="binary"), BACKENDS),
     ]
     code = 0
-    for title, model, name, task in runs:
+    for title, model, name, task, backends in runs:
         console.print(Rule(title))
         inputs, labels = data[name]
-        result = audit(model, BACKENDS, inputs, task=task, labels=labels or None,
+        result = audit(model, backends, inputs, task=task, labels=labels or None,
                        out=os.path.join(out, name), batch_size=512, fix=True)
         render(result, console, show_flips=5)
         explain(result, console)
+        explain_coreml(result, out, console)
         page = write_html(result, os.path.join(out, name, "report.html"))
         console.print(Text(f"HTML report: {page}", style="dim"))
         label_option = f" --labels {labels}" if labels else ""
         console.print(Text(
-            f"Re-run: modelparity run {model} " + " ".join(f"-b '{b}'" for b in BACKENDS)
+            f"Re-run: modelparity run {model} " + " ".join(f"-b '{b}'" for b in backends)
             + f" --data {inputs} --task {task.kind}{label_option} --fix", style="dim"))
         code = max(code, 0 if result.ok else 2)
     return code
