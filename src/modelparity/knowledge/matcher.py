@@ -117,13 +117,16 @@ class Finding:
         fix = data.get("fix") or {}
         saved = {name: data.get(name, "") or "" for name in _RULE_FIELDS}
         code, note = fix.get("code", "") or "", fix.get("note")
+        links = tuple(str(link) for link in data.get("links") or ())
         rule = next((r for r in load_rules() if r.id == data["rule"]), None)
         if rule is None:
             rule = Rule(id=str(data["rule"]), runtime=backend.split(":", 1)[0], package="",
                         targets=(), when=(), example="", fix=Fix(code=code, note=note),
-                        **saved)
+                        links=links, **saved)
         else:
             changed = {k: v for k, v in saved.items() if getattr(rule, k) != v}
+            if "links" in data and links != rule.links:
+                changed["links"] = links
             if (code, note) != (rule.fix.code, rule.fix.note):
                 changed["fix"] = dataclasses.replace(rule.fix, code=code, note=note)
             if changed:
