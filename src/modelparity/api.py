@@ -79,6 +79,9 @@ def audit(
     carry: dict[str, str] | None = None,
     progress: Progress | None = None,
     original: str | None = None,
+    engine: str = "local",
+    workers: int = 2,
+    ray_address: str | None = None,
 ) -> AuditResult:
     """Run `model` on the reference and every backend in `backends`, on the same inputs.
 
@@ -107,10 +110,19 @@ def audit(
     `model` may be an OpenVINO IR (.xml) with `original` the ONNX file it was made from: the
     ONNX is audited (the reference runs it) and each OpenVINO backend runs the IR, so what
     converting changed (FP16-compressed weights, finding OV-7) is that backend's error.
+    `engine="ray"` runs each backend on `workers` Ray actors (a local Ray, or the cluster at
+    `ray_address`), the data sharded across them; the results are the local engine's.
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
     settings = Settings(batch_size, timeout, warmup, fingerprint, profile_samples, fix)
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine {engine}: expected local or ray")
+    if workers < 1:
+        raise InputError(f"--workers {workers}: expected at least 1")
+    if engine == "ray" and (per_item or carry or batch_axes):
+        raise InputError("--engine ray: shards the data by batch, samples first; --per-item, "
+                         "--carry and --batch-axis run on the local engine")
     if isinstance(model, str):
         model, backends = with_original(model, original, backends)
     elif original is not None:
@@ -156,7 +168,17 @@ def audit(
                        running.probes, _data_digest(source, batch_size, layout),
                        [p.spec for p in plan.backends])
         context = Context(running, source, FirstSamples(source, profile_samples), head,
-                          config.output or "", workdir, key, progress or NoProgress(), layout)
+                          config.output or "", workdir, key, progress or NoProgress(), layout,
+                          engine, workers)
+        if engine == "ray":
+            from modelparity.execute.ray_engine import start_ray
+
+            if layout.per_item or layout.carry or layout.moves:  # found in the model itself
+                raise InputError("--engine ray: shards the data by batch, samples first; "
+                                 "this model keeps a batch off axis 0 or is fed per item: "
+                                 "run it on the local engine")
+            if start_ray(ray_address, workers):
+                stack.callback(_stop_ray)
         execution = execute(plan, context, resume=resume)
         question = Question(prepared, {"source": source.describe(), "batch_size": batch_size,
                                        **layout.describe()},
@@ -170,6 +192,12 @@ def audit(
             write_repros(result, prepared, source, batch_size)
             result.save(os.path.join(out, "report.json"))
         return result
+
+
+def _stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def _as_task(task: str | TaskConfig, signature: Signature, layout: Layout) -> TaskConfig:

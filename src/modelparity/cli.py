@@ -166,6 +166,18 @@ TimeoutOption = Annotated[float, typer.Option(
 
 DebugOption = Annotated[bool, typer.Option(help="Show tracebacks for errors.")]
 
+EngineOption = Annotated[str, typer.Option(
+    help="local: each backend in a worker process here; ray: each backend on a pool of Ray "
+         "actors (a local Ray, or --ray-address), the data sharded across them, for large "
+         "evaluations; the results are the same.")]
+
+WorkersOption = Annotated[int, typer.Option(help="--engine ray: actors per backend.")]
+
+RayAddressOption = Annotated[str | None, typer.Option(
+    help="--engine ray: the Ray cluster to use (ray://host:10001, or auto); a local Ray "
+         "by default. Nodes that declare a backend's target as a resource (cuda, coreml) "
+         "run that backend.")]
+
 AllowPickleOption = Annotated[bool, typer.Option(
     help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "
          "can run code. Only for files you trust.")]
@@ -273,6 +285,9 @@ def run(
              "fingerprints, error histograms with the emulation profiles, score scatter with "
              "the threshold's rounding band, confusion matrices, flips, at-risk counts, "
              "latency.")] = None,
+    engine: EngineOption = "local",
+    workers: WorkersOption = 2,
+    ray_address: RayAddressOption = None,
     original: Annotated[str | None, typer.Option(
         "--original", metavar="ONNX",
         help="MODEL is an OpenVINO IR (.xml, its .bin beside it) made from this ONNX file: "
@@ -311,7 +326,8 @@ def run(
                 value_range=parse_range(value_range), timeout=timeout, warmup=warmup,
                 out=out, resume=resume, allow_pickle=allow_pickle, fingerprint=fingerprint,
                 profile_samples=profile_samples, fix=fix, batch_axes=axes, per_item=per_item,
-                carry=carried, progress=bars, original=original,
+                carry=carried, progress=bars, original=original, engine=engine,
+                workers=workers, ray_address=ray_address,
             )
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
@@ -540,6 +556,9 @@ def compare(
     html: Annotated[str | None, typer.Option("--html", metavar="PATH",
                                              help="Write the HTML report here.")] = None,
     show_flips: Annotated[int, typer.Option(help="Flipped samples listed per backend.")] = 10,
+    engine: EngineOption = "local",
+    workers: WorkersOption = 2,
+    ray_address: RayAddressOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Audit captures (and live backends) against a reference, on any machine.
@@ -561,7 +580,8 @@ def compare(
             result = compare_items(items, model=model, inputs=data,
                                    polygraphy_inputs=polygraphy_inputs, task=config,
                                    labels=labels, batch_size=batch_size, timeout=timeout,
-                                   out=out, fingerprint=fingerprint, progress=bars)
+                                   out=out, fingerprint=fingerprint, progress=bars,
+                                   engine=engine, workers=workers, ray_address=ray_address)
     except ModelParityError as exc:
         raise fail(str(exc), debug) from None
     finish(result, policies, show_flips=show_flips, junit=junit, markdown=markdown, html=html,

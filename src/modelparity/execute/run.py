@@ -62,6 +62,8 @@ class Context:
     key: str  # the run's identity, so --resume never mixes settings
     progress: Progress
     layout: Layout = DEFAULT_LAYOUT  # batch axes, per-item calls, carried state
+    engine: str = "local"  # local: a worker process per backend; ray: a pool of Ray actors
+    workers: int = 2  # actors per backend with the Ray engine
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,14 @@ def _start(planned: Iterable[Planned], context: Context, source: InputSource,
         log = os.path.join(context.workdir, "logs", slug(item.text) + ".log")
         teacher = (os.path.join(context.workdir, "reference"), context.key) \
             if item.teacher_forced else None
+        if context.engine == "ray":
+            from modelparity.execute.ray_engine import RayWorker
+
+            workers[item.key] = RayWorker(item.spec, context.model, source,
+                                          item.batch_size or settings.batch_size,
+                                          timeout=settings.timeout, warmup=settings.warmup,
+                                          workers=context.workers, prediction=item.prediction)
+            continue
         workers[item.key] = BackendWorker(item.spec, context.model, source,
                                           item.batch_size or settings.batch_size,
                                           timeout=settings.timeout, warmup=settings.warmup,
