@@ -191,7 +191,10 @@ class RayWorker:
             yield Block(index, rows, seconds, outputs, digests)
             index += len(rows)
             submit()
-        self.description = ray.get(self.actors[0].describe.remote(), timeout=self.timeout)
+        self.description = {
+            **ray.get(self.actors[0].describe.remote(), timeout=self.timeout),
+            "ray": {"actors": len(self.actors),
+                    "peak_rss_mb": sorted(round(v / 2**20, 1) for v in self.peaks.values())}}
 
     def latency(self) -> Latency | None:
         if not self.times:
