@@ -79,7 +79,7 @@ def audit(
     carry: dict[str, str] | None = None,
     progress: Progress | None = None,
     original: str | None = None,
-    engine: str = "local",
+    engine: str | None = None,
     workers: int = 2,
     ray_address: str | None = None,
 ) -> AuditResult:
@@ -111,11 +111,13 @@ def audit(
     ONNX is audited (the reference runs it) and each OpenVINO backend runs the IR, so what
     converting changed (FP16-compressed weights, finding OV-7) is that backend's error.
     `engine="ray"` runs each backend on `workers` Ray actors (a local Ray, or the cluster at
-    `ray_address`), the data sharded across them; the results are the local engine's.
+    `ray_address`), the data sharded across them; the results are the local engine's. The
+    default is `$MODELPARITY_ENGINE`, else "local".
     Raises ModelParityError (one line) for bad input; a backend that fails is reported in the
     result, not raised.
     """
     settings = Settings(batch_size, timeout, warmup, fingerprint, profile_samples, fix)
+    engine = engine or os.environ.get("MODELPARITY_ENGINE") or "local"
     if engine not in ("local", "ray"):
         raise InputError(f"--engine {engine}: expected local or ray")
     if workers < 1:

@@ -166,10 +166,10 @@ TimeoutOption = Annotated[float, typer.Option(
 
 DebugOption = Annotated[bool, typer.Option(help="Show tracebacks for errors.")]
 
-EngineOption = Annotated[str, typer.Option(
+EngineOption = Annotated[str | None, typer.Option(
     help="local: each backend in a worker process here; ray: each backend on a pool of Ray "
          "actors (a local Ray, or --ray-address), the data sharded across them, for large "
-         "evaluations; the results are the same.")]
+         "evaluations; the results are the same. Default: $MODELPARITY_ENGINE, else local.")]
 
 WorkersOption = Annotated[int, typer.Option(help="--engine ray: actors per backend.")]
 
@@ -285,7 +285,7 @@ def run(
              "fingerprints, error histograms with the emulation profiles, score scatter with "
              "the threshold's rounding band, confusion matrices, flips, at-risk counts, "
              "latency.")] = None,
-    engine: EngineOption = "local",
+    engine: EngineOption = None,
     workers: WorkersOption = 2,
     ray_address: RayAddressOption = None,
     original: Annotated[str | None, typer.Option(
@@ -556,7 +556,7 @@ def compare(
     html: Annotated[str | None, typer.Option("--html", metavar="PATH",
                                              help="Write the HTML report here.")] = None,
     show_flips: Annotated[int, typer.Option(help="Flipped samples listed per backend.")] = 10,
-    engine: EngineOption = "local",
+    engine: EngineOption = None,
     workers: WorkersOption = 2,
     ray_address: RayAddressOption = None,
     debug: DebugOption = False,
