@@ -25,7 +25,10 @@ def test_python_example_runs(models, data_files, tmp_path, monkeypatch, capsys):
     assert printed[0] in {"bfloat16", "float32", "float16"}  # read back from OpenVINO
     assert (tmp_path / "report.json").is_file()
     assert printed[-1] == "['ORT-1']"  # lint, which runs nothing
-    assert printed[-2].startswith("True ")  # keep-fp32 met flips==0
+    spec, flips = printed[-2].split()  # the capture compared later: OpenVINO's own flips
+    assert spec == "openvino:cpu" and int(flips) == int(printed[1].split()[0])
+    assert (tmp_path / "openvino.mpc" / "manifest.json").is_file()
+    assert printed[-3].startswith("True ")  # keep-fp32 met flips==0
     assert (tmp_path / "keep" / "keep.json").is_file()
     if printed[0] == "bfloat16":  # OV-1 applies: its finding is printed, and the fix's outcome
         assert any(line.startswith("OV-1 openvino:cpu?INFERENCE_PRECISION_HINT=f32")
