@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from modelparity.capture.artifact import (
-    DIGEST,
     OUT,
     Capture,
     CapturedInputs,
@@ -237,4 +236,4 @@ def _latency(times: list[float], rows: list[int]) -> dict[str, Any] | None:
     return Latency.from_times(times, sum(rows), 0).to_dict()
 
 
-__all__ = ["DIGEST", "compare", "from_polygraphy", "is_capture", "is_polygraphy"]
+__all__ = ["compare", "from_polygraphy", "is_capture", "is_polygraphy"]
