@@ -183,7 +183,7 @@ class RayWorker:
                 rows, seconds, outputs, digests, pid, peak = ray.get(pending.pop(0),
                                                                      timeout=self.timeout)
             except Exception as exc:
-                raise BackendFailed(f"batch {index}", "exception",
+                raise BackendFailed(f"batch {index}", _kind(exc),
                                     _message(self.spec, exc)) from None
             self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
             self.times.extend(seconds)
@@ -207,6 +207,16 @@ class RayWorker:
             for actor in self.actors:
                 ray.kill(actor)
             self.actors = []
+
+
+def _kind(exc: BaseException) -> str:
+    """A failure's kind as the local engine names it: an actor that died (a segfault, an
+    exit) is a crash, a call past --timeout a timeout, anything the backend raised an
+    exception."""
+    name = type(exc).__name__
+    if "ActorDied" in name or name in ("RayActorError", "ActorUnavailableError"):
+        return "crash"
+    return "timeout" if name == "GetTimeoutError" else "exception"
 
 
 def _message(spec: BackendSpec, exc: BaseException) -> str:
