@@ -166,6 +166,14 @@ TimeoutOption = Annotated[float, typer.Option(
 
 DebugOption = Annotated[bool, typer.Option(help="Show tracebacks for errors.")]
 
+# the report files of 'report' and 'compare' ('run' says more about each)
+JunitOption = Annotated[str | None, typer.Option("--junit", metavar="PATH",
+                                                 help="Write JUnit XML here.")]
+MarkdownOption = Annotated[str | None, typer.Option("--markdown", metavar="PATH",
+                                                    help="Write a Markdown summary here.")]
+HtmlOption = Annotated[str | None, typer.Option("--html", metavar="PATH",
+                                                help="Write the HTML report here.")]
+
 EngineOption = Annotated[str | None, typer.Option(
     help="local: each backend in a worker process here; ray: each backend on a pool of Ray "
          "actors (a local Ray, or --ray-address), the data sharded across them, for large "
@@ -548,13 +556,9 @@ def compare(
     fail_on: Annotated[list[str] | None, typer.Option(
         "--fail-on", metavar="EXPR", help="A policy that fails the compare (exit 1), as for "
                                           "'run': flips>0, max_abs>1e-4, ...")] = None,
-    junit: Annotated[str | None, typer.Option("--junit", metavar="PATH",
-                                              help="Write JUnit XML here.")] = None,
-    markdown: Annotated[str | None, typer.Option("--markdown", metavar="PATH",
-                                                 help="Write a Markdown summary here.")] \
-        = None,
-    html: Annotated[str | None, typer.Option("--html", metavar="PATH",
-                                             help="Write the HTML report here.")] = None,
+    junit: JunitOption = None,
+    markdown: MarkdownOption = None,
+    html: HtmlOption = None,
     show_flips: Annotated[int, typer.Option(help="Flipped samples listed per backend.")] = 10,
     engine: EngineOption = None,
     workers: WorkersOption = 2,
@@ -661,13 +665,9 @@ def report(
         "--fail-on", metavar="EXPR",
         help="A policy, as for 'run' (flips>0, max_abs>1e-4, precision!=fp32, ...); "
              "repeat, or separate with commas.")] = None,
-    junit: Annotated[str | None, typer.Option("--junit", metavar="PATH",
-                                              help="Write JUnit XML here.")] = None,
-    markdown: Annotated[str | None, typer.Option("--markdown", metavar="PATH",
-                                                 help="Write a Markdown summary here.")]
-        = None,
-    html: Annotated[str | None, typer.Option("--html", metavar="PATH",
-                                             help="Write the HTML report here.")] = None,
+    junit: JunitOption = None,
+    markdown: MarkdownOption = None,
+    html: HtmlOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Render and gate a saved audit without running anything again.

@@ -15,6 +15,7 @@ Ray is an optional extra (`pip install 'modelparity[ray]'`), imported only here.
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import time
@@ -168,7 +169,7 @@ class RayWorker:
         pending: list[Any] = []
         index = 0
         shards = self._shards()
-        submitted = iter(range(1 << 62))  # round robin over the actors
+        submitted = itertools.count()  # round robin over the actors
 
         def submit() -> None:
             shard = next(shards, None)
