@@ -3,6 +3,7 @@ with onnx's own helpers (no download, no converter package)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,40 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 TESTS = Path(__file__).parent
+
+ENGINES = ["local", pytest.param("ray", marks=pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="Ray is not installed (pip install 'modelparity[ray]')"))]
+
+
+@pytest.fixture
+def ray_running() -> None:
+    """One local Ray for the tests that use it, started on first use and left up (an audit that
+    finds Ray running uses it and leaves it running); stopped when the session ends."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ray():
+    yield
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request, monkeypatch) -> str:
+    """Each test of a module that uses this runs on both engines: the Ray engine has to pass
+    the tests the local one passes (issue 14). The audits read $MODELPARITY_ENGINE, and so do
+    the CLI processes a test starts (each starts its own local Ray)."""
+    monkeypatch.setenv("MODELPARITY_ENGINE", request.param)
+    if request.param == "ray":
+        request.getfixturevalue("ray_running")
+    return request.param
 
 # Worker processes import the planted backends as `py:planted_backends:make`.
 sys.path.insert(0, str(TESTS))

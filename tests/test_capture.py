@@ -152,8 +152,9 @@ def test_an_interrupted_capture_resumes_to_the_same_capture(models, data_files, 
                           second.lookup(second.digests())["prob"])
 
 
-@pytest.mark.parametrize("case", ["other model", "other inputs", "interrupted", "not a capture",
-                                  "polygraphy without inputs", "capture a capture"])
+@pytest.mark.parametrize("case", ["other model", "other inputs", "other shapes", "interrupted",
+                                  "not a capture", "polygraphy without inputs",
+                                  "capture a capture"])
 def test_captures_that_do_not_belong_together_are_one_line(captured, models, tmp_path, case):
     if case == "other model":
         other = str(tmp_path / "digits.mpc")
@@ -163,6 +164,17 @@ def test_captures_that_do_not_belong_together_are_one_line(captured, models, tmp
         other = str(tmp_path / "few.mpc")
         capture(captured["model"], "ort:cpu", out=other, samples=16)
         args, needle = ["compare", captured["ref"], other], "captured on other inputs"
+    elif case == "other shapes":  # the same samples, an output twice as wide per sample
+        from safetensors.numpy import load_file, save_file
+
+        wide = tmp_path / "wide.mpc"
+        shutil.copytree(captured["fp16"], wide)
+        for shard in sorted(wide.glob("shard-*.safetensors")):
+            tensors = load_file(str(shard))
+            name = sorted(k for k in tensors if k.startswith("out/"))[0]
+            tensors[name] = np.ascontiguousarray(np.stack([tensors[name]] * 2, axis=-1))
+            save_file(tensors, str(shard))
+        args, needle = ["compare", captured["ref"], str(wide)], "per sample,"
     elif case == "interrupted":
         broken = tmp_path / "broken.mpc"
         shutil.copytree(captured["fp16"], broken)

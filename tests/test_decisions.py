@@ -21,6 +21,9 @@ from modelparity.decisions import (
 )
 from modelparity.errors import InputError
 
+# every test here runs on the local engine and on Ray (conftest.engine)
+pytestmark = pytest.mark.usefixtures("engine")
+
 # --- TaskConfig -------------------------------------------------------------------------------
 
 

@@ -15,6 +15,9 @@ from modelparity.errors import SpecError
 from modelparity.plan import Settings, make_plan
 from modelparity.result import AuditResult
 
+# every test here runs on the local engine and on Ray (conftest.engine)
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 @pytest.mark.parametrize(("text", "suggestion"), [
     ("ort:cpu?intra_op_num_thread=1", "intra_op_num_threads"),

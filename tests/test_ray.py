@@ -12,20 +12,11 @@ from typer.testing import CliRunner
 import modelparity
 from modelparity.cli import app
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="Ray is not installed (pip install 'modelparity[ray]')")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                 reason="Ray is not installed (pip install 'modelparity[ray]')"),
+              pytest.mark.usefixtures("ray_running")]  # one local Ray for all (conftest)
 
 PLANTED = "py:planted_backends:make"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local Ray for the module (each audit would otherwise start and stop its own)."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def _equal(ray_result, local_result) -> None:
@@ -68,6 +59,28 @@ def test_the_ray_engine_gives_the_local_engines_audit(models, data_files, name):
                                 engine="ray", workers=2, **common)
     _equal(sharded, local)
     assert all(b.latency is not None and b.latency.batches > 0 for b in sharded.backends)
+
+
+def test_many_shards_on_two_actors_give_the_local_engines_audit(models, data_files,
+                                                                monkeypatch):
+    """Shards of 2 batches: both actors of each backend compute part of the data, and static
+    INT8 (calibrated on the first batch it sees) calibrates on the audit's first batch in both
+    actors, as in the local worker."""
+    from modelparity.execute import ray_engine
+
+    monkeypatch.setattr(ray_engine, "SHARD_BATCHES", 2)
+    common = {"task": "binary", "batch_size": 16, "fingerprint": False}
+    backends = ["emulate:int8?mode=static", "openvino:cpu"]
+    local = modelparity.audit(models["binary"]["path"], backends, data_files["binary"]["data"],
+                              **common)
+    sharded = modelparity.audit(models["binary"]["path"], backends,
+                                data_files["binary"]["data"], engine="ray", workers=2, **common)
+    _equal(sharded, local)
+    for backend in sharded.candidates:
+        peaks = backend.description["ray"]["peak_rss_mb"]
+        assert len(peaks) == 2, backend.description["ray"]  # two actors, both given shards
+    static = sharded.candidates[0]
+    assert static.errors["prob"].max_abs > 0  # INT8 really differs, and the same way
 
 
 def test_a_backend_that_fails_on_ray_is_reported_not_hung(models, data_files):

@@ -10,6 +10,16 @@ accumulator sees the rows in the order the local engine gives them and the resul
 same. A backend goes to the nodes that declare its target as a Ray resource (`cuda`, `coreml`,
 `gpu`...: `ray start --resources '{"coreml": 1}'` on a Mac) where the cluster has one.
 
+Why Ray core's actors and not Ray Data's `map_batches` over an actor pool: the inputs are read
+once, here, in order, by the input sources the local engine uses, so a CSV, a module:function
+feed or a folder of shards need not exist on the worker nodes, and at most two shards per actor
+are in Ray's store at once; a Ray Dataset would be read on the cluster or held in the store
+whole, and its blocks come back in order only with `preserve_order`.
+
+A failure is reported as the local engine reports it: an exception with the batch it happened
+in (`ActorFailed`), a dead actor with the signal and the batch read from its log (each batch is
+marked there before it runs), a call past --timeout as a timeout.
+
 Ray is an optional extra (`pip install 'modelparity[ray]'`), imported only here.
 """
 
@@ -17,7 +27,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import resource
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +45,8 @@ from modelparity.numerics.latency import Latency
 from modelparity.spec import BackendSpec
 
 SHARD_BATCHES = 64  # batches per shard: one actor call, one object in Ray's store
+ROUTE_SHARE = 0.001  # of a node's declared backend resource, taken by each actor
+MARK = "modelparity: batch "  # written to the actor's log before each batch
 RAY_HINT = "pip install 'modelparity[ray]'"
 
 
@@ -59,6 +73,30 @@ def start_ray(address: str | None, workers: int) -> bool:
     return True
 
 
+class ActorFailed(Exception):
+    """A backend's failure inside an actor, with the stage and kind the local worker reports
+    (Ray raises it again in the audit's process)."""
+
+    def __init__(self, stage: str, kind: str, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.stage, self.kind, self.message, self.detail = stage, kind, message, detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ActorFailed, (self.stage, self.kind, self.message, self.detail)
+
+
+def _caught(stage: str, exc: BaseException) -> ActorFailed:
+    import traceback
+
+    from modelparity.backends.options import first_line
+    from modelparity.errors import ModelParityError
+
+    if isinstance(exc, ModelParityError):
+        return ActorFailed(stage, "user", str(exc), traceback.format_exc())
+    return ActorFailed(stage, "exception", f"{type(exc).__name__}: {first_line(exc)}",
+                       traceback.format_exc())
+
+
 class _Actor:
     """One copy of a backend, loaded once, computing the outputs of the shards it is given."""
 
@@ -66,10 +104,14 @@ class _Actor:
                  runtime: Any, warmup: int) -> None:
         from modelparity.backends.registry import create_backend
 
-        os.environ.update(spec.env)
         self.spec, self.model, self.warmup = spec, model, warmup
-        self.backend = create_backend(spec, prediction, runtime)
-        self.backend.activate(model)
+        self.failed: ActorFailed | None = None  # a load failure, raised by the first call
+        try:
+            os.environ.update(spec.env)
+            self.backend = create_backend(spec, prediction, runtime)
+            self.backend.activate(model)
+        except BaseException as exc:
+            self.failed = _caught("load", exc)
 
     def prime(self, batch: dict[str, np.ndarray], times: int) -> None:
         """Untimed calls on the audit's first batch, in every actor: the warm-up, and what a
@@ -77,25 +119,47 @@ class _Actor:
         the batch the local engine's worker settles on."""
         from modelparity.inputs import conform_batch
 
-        feed = conform_batch(batch, self.model.signature, "a Ray shard")
-        for _ in range(times):
-            self.backend.infer(feed)
+        try:
+            feed = conform_batch(batch, self.model.signature, "a Ray shard")
+            for _ in range(times):
+                self.backend.infer(feed)
+        except BaseException as exc:
+            raise _caught("warm-up", exc) from None
 
     def describe(self) -> dict[str, Any]:
         from modelparity.execute.worker import _describe
 
+        if self.failed is not None:
+            raise self.failed
         return _describe(self.backend, self.spec)
 
-    def run(self, batches: list[dict[str, np.ndarray]]) -> tuple[Any, ...]:
+    def where(self) -> tuple[str, str | None, str]:
+        """This actor's id, the file its stderr goes to (Ray's worker log: what is left to read
+        when it dies) and its node's id."""
+        import ray
+
+        try:
+            log = os.readlink("/proc/self/fd/2")
+        except OSError:  # not Linux
+            log = None
+        context = ray.get_runtime_context()
+        return context.get_actor_id(), log, context.get_node_id()
+
+    def run(self, batches: list[dict[str, np.ndarray]], first: int) -> tuple[Any, ...]:
         from modelparity.inputs import conform_batch
         from modelparity.inputs.base import row_digests, rows_of
 
         rows, seconds, outputs, digests = [], [], [], []
-        for batch in batches:
-            feed = conform_batch(batch, self.model.signature, "a Ray shard")
-            start = time.perf_counter()
-            result = self.backend.infer(feed)
-            seconds.append(time.perf_counter() - start)
+        for offset, batch in enumerate(batches):
+            # the batch marked last is the one a crash or a hang happened in
+            print(f"{MARK}{first + offset}", file=sys.stderr, flush=True)
+            try:
+                feed = conform_batch(batch, self.model.signature, "a Ray shard")
+                start = time.perf_counter()
+                result = self.backend.infer(feed)
+                seconds.append(time.perf_counter() - start)
+            except BaseException as exc:
+                raise _caught(f"batch {first + offset}", exc) from None
             rows.append(rows_of(feed))
             outputs.append({k: np.asarray(v) for k, v in result.items()})
             digests.append(row_digests(batch))
@@ -122,6 +186,7 @@ class RayWorker:
         self.samples = 0
         self.load_failure: BackendFailed | None = None
         self.peaks: dict[int, int] = {}  # actor pid -> its peak resident memory
+        self.places: list[tuple[str, str | None, str]] = []  # per actor: id, log, node
 
     def start(self) -> None:
         ray = ray_module()
@@ -130,7 +195,8 @@ class RayWorker:
         options: dict[str, Any] = {"num_cpus": 0}
         wanted = self.spec.target.split(":")[0].lower()
         if wanted in (ray.cluster_resources() or {}):  # a node declared this backend
-            options["resources"] = {wanted: 1}
+            # a small share: the declaration marks the node, it does not cap the actors on it
+            options["resources"] = {wanted: ROUTE_SHARE}
         actor = ray.remote(_Actor).options(**options)
         self.actors = [actor.remote(self.spec, self.model, self.prediction, self.runtime,
                                     self.warmup) for _ in range(self.workers)]
@@ -140,13 +206,16 @@ class RayWorker:
         try:
             descriptions = ray.get([a.describe.remote() for a in self.actors],
                                    timeout=self.timeout)
+            self.places = ray.get([a.where.remote() for a in self.actors], timeout=self.timeout)
             first = next(iter(self.source.batches(self.batch_size)), None)
             if first is not None:
+                # the first actor's first shard starts with this batch, as the local worker's
+                # does; the others see it first too, so all settle on the same batch
                 shared = ray.put(first)
-                ray.get([a.prime.remote(shared, max(self.warmup, 1)) for a in self.actors],
-                        timeout=self.timeout)
-        except Exception as exc:  # the actor's own error, raised again by Ray
-            self.load_failure = BackendFailed("load", "exception", _message(self.spec, exc))
+                ray.get([a.prime.remote(shared, self.warmup if i == 0 else max(self.warmup, 1))
+                         for i, a in enumerate(self.actors)], timeout=self.timeout)
+        except Exception as exc:  # the actor's own error, raised again by Ray, or its death
+            self.load_failure = self._failure(None, "load", exc)
             raise self.load_failure from None
         self.description = descriptions[0]
         return self.description
@@ -171,21 +240,24 @@ class RayWorker:
         shards = self._shards()
         submitted = itertools.count()  # round robin over the actors
 
+        queued = 0  # batches handed out
+
         def submit() -> None:
+            nonlocal queued
             shard = next(shards, None)
             if shard is not None:
-                actor = self.actors[next(submitted) % len(self.actors)]
-                pending.append(actor.run.remote(ray.put(shard)))
+                which = next(submitted) % len(self.actors)
+                pending.append((which, self.actors[which].run.remote(ray.put(shard), queued)))
+                queued += len(shard)
 
         for _ in range(2 * len(self.actors)):
             submit()
         while pending:
+            which, ref = pending.pop(0)
             try:
-                rows, seconds, outputs, digests, pid, peak = ray.get(pending.pop(0),
-                                                                     timeout=self.timeout)
+                rows, seconds, outputs, digests, pid, peak = ray.get(ref, timeout=self.timeout)
             except Exception as exc:
-                raise BackendFailed(f"batch {index}", _kind(exc),
-                                    _message(self.spec, exc)) from None
+                raise self._failure(which, f"batch {index}", exc) from None
             self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
             self.times.extend(seconds)
             self.samples += sum(rows)
@@ -195,7 +267,29 @@ class RayWorker:
         self.description = {
             **ray.get(self.actors[0].describe.remote(), timeout=self.timeout),
             "ray": {"actors": len(self.actors),
+                    "nodes": sorted({node for _, _, node in self.places}),
                     "peak_rss_mb": sorted(round(v / 2**20, 1) for v in self.peaks.values())}}
+
+    def _failure(self, which: int | None, stage: str, exc: BaseException) -> BackendFailed:
+        """The failure as the local engine reports it: in a batch, the batch it happened in
+        and, for an actor that died, the signal, both read from the actor `which`'s log."""
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ActorFailed):  # the backend's own error, raised again by Ray
+            return BackendFailed(cause.stage, cause.kind, cause.message, cause.detail)
+        kind = _kind(exc)
+        if kind == "exception":  # Ray's own
+            return BackendFailed(stage, kind, _message(self.spec, exc))
+        batch = signal = tail = None
+        if which is not None and which < len(self.places):
+            actor_id, log, _ = self.places[which]
+            batch, signal, tail = _read_log(_log_text(actor_id, log))
+        stage = f"batch {batch}" if batch is not None else stage
+        if kind == "timeout":
+            return BackendFailed(stage, kind, f"no answer within --timeout {self.timeout:g} s "
+                                 f"during {stage}")
+        how = f"crashed ({signal})" if signal else "died"
+        return BackendFailed(stage, kind, f"Ray actor {how} during {stage}"
+                             + (f"; last output: {tail}" if tail else ""))
 
     def latency(self) -> Latency | None:
         if not self.times:
@@ -218,6 +312,36 @@ def _kind(exc: BaseException) -> str:
     if "ActorDied" in name or name in ("RayActorError", "ActorUnavailableError"):
         return "crash"
     return "timeout" if name == "GetTimeoutError" else "exception"
+
+
+def _log_text(actor_id: str, path: str | None) -> str:
+    """The end of a dead actor's stderr: its file when the actor ran on this machine, else
+    from Ray's log API (a cluster with its dashboard), else nothing."""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 65536))
+            return handle.read().decode("utf-8", "replace")
+    try:
+        from ray.util.state import get_log
+
+        return "\n".join(get_log(actor_id=actor_id, suffix="err", tail=400, timeout=10))
+    except Exception:  # no dashboard, no log: the failure is still reported, with less
+        return ""
+
+
+def _read_log(text: str) -> tuple[int | None, str | None, str | None]:
+    """(the batch marked last, the signal Ray's handler logged, the last lines of output)."""
+    batch = signal = None
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(MARK):
+            batch, lines = int(line[len(MARK):]), []
+        elif found := re.search(r"\*\*\* (SIG[A-Z]+) received", line):
+            signal = found.group(1)
+        elif line and "logging.cc" not in line:  # Ray's own stack dump lines
+            lines.append(line)
+    return batch, signal, " | ".join(lines[-3:]) or None
 
 
 def _message(spec: BackendSpec, exc: BaseException) -> str:
