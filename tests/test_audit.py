@@ -166,6 +166,7 @@ def test_failures_are_findings_not_lost_runs(models, data_files, tmp_path):
                    task="binary", batch_size=64, timeout=5, warmup=0, out=str(tmp_path / "out"))
     assert not result.ok
     crashed, good, hung, raised = result.candidates
+    assert result.reference.ok, result.reference.error
     assert crashed.status == "failed" and crashed.failure["kind"] == "crash"
     assert "SIGSEGV" in crashed.error and crashed.failure["stage"] == "batch 1"
     assert hung.failure["kind"] == "timeout" and "5 s" in hung.error

@@ -51,7 +51,7 @@ def captured(models, data_files, tmp_path_factory):
     return {"model": path, "data": data, "labels": data_files["binary"]["labels"], **made}
 
 
-def test_capture_then_compare_equals_a_direct_run(captured):
+def test_capture_then_compare_equals_a_direct_run(captured, engine):
     """Two backends captured on their own, compared later without the data (the captures
     kept the inputs): the same errors, flips, fingerprints and metrics as one direct run."""
     direct = modelparity.audit(captured["model"], ["emulate:fp16", "openvino:cpu"],
@@ -70,7 +70,7 @@ def test_capture_then_compare_equals_a_direct_run(captured):
     assert fp16.latency.p50_ms == manifest.latency["p50_ms"]  # as measured when captured
 
 
-def test_a_live_backend_and_captures_mix(captured):
+def test_a_live_backend_and_captures_mix(captured, engine):
     # OpenVINO's last bits depend on the batch size and on the outputs the model has (a
     # capture runs it as an audit with the fingerprint does: with the Sigmoid's input as an
     # output too), so the direct run is made the same way

@@ -48,8 +48,8 @@ def _equal(ray_result, local_result) -> None:
 
 @pytest.mark.parametrize("name", ["binary", "multiclass"])
 def test_the_ray_engine_gives_the_local_engines_audit(models, data_files, name):
-    """The fingerprint's yardsticks, the candidates and the metrics, on 2 actors per backend,
-    with a batch size that leaves a short last shard."""
+    """The fingerprint's yardsticks, the candidates and the metrics: the data is one shard, so
+    each backend runs on one actor (the second, which would get nothing, is not started)."""
     task = "binary" if name == "binary" else "multiclass"
     common = {"task": task, "labels": data_files[name]["labels"], "batch_size": 24}
     backends = ["emulate:fp16", "emulate:bf16", "openvino:cpu"]
@@ -59,6 +59,7 @@ def test_the_ray_engine_gives_the_local_engines_audit(models, data_files, name):
                                 engine="ray", workers=2, **common)
     _equal(sharded, local)
     assert all(b.latency is not None and b.latency.batches > 0 for b in sharded.backends)
+    assert all(b.description["ray"]["actors"] == 1 for b in sharded.candidates)
 
 
 def test_many_shards_on_two_actors_give_the_local_engines_audit(models, data_files,

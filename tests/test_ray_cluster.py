@@ -28,7 +28,10 @@ def cluster():
     made.shutdown()
 
 
-def test_a_backend_runs_on_the_nodes_that_declare_it(models, data_files, cluster):
+def test_a_backend_runs_on_the_nodes_that_declare_it(models, data_files, cluster, monkeypatch):
+    from modelparity.execute import ray_engine
+
+    monkeypatch.setattr(ray_engine, "SHARD_BATCHES", 2)  # shards enough for two actors each
     made, declared = cluster
     result = modelparity.audit(models["binary"]["path"], ["openvino:cpu", "emulate:fp16"],
                                data_files["binary"]["data"], engine="ray", workers=2,

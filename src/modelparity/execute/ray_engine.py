@@ -101,12 +101,16 @@ class _Actor:
     """One copy of a backend, loaded once, computing the outputs of the shards it is given."""
 
     def __init__(self, spec: BackendSpec, model: PreparedModel, prediction: Any,
-                 runtime: Any, warmup: int) -> None:
+                 runtime: Any, warmup: int, cwd: str) -> None:
         from modelparity.backends.registry import create_backend
 
         self.spec, self.model, self.warmup = spec, model, warmup
         self.failed: ActorFailed | None = None  # a load failure, raised by the first call
         try:
+            # the audit's folder where this node has it, as a local worker inherits it: a
+            # factory module or a relative path in an option is found from there
+            if os.path.isdir(cwd):
+                os.chdir(cwd)
             os.environ.update(spec.env)
             self.backend = create_backend(spec, prediction, runtime)
             self.backend.activate(model)
@@ -199,7 +203,16 @@ class RayWorker:
             options["resources"] = {wanted: ROUTE_SHARE}
         actor = ray.remote(_Actor).options(**options)
         self.actors = [actor.remote(self.spec, self.model, self.prediction, self.runtime,
-                                    self.warmup) for _ in range(self.workers)]
+                                    self.warmup, os.getcwd()) for _ in range(self._pool_size())]
+
+    def _pool_size(self) -> int:
+        """--workers, or fewer where the data has fewer shards: an actor that would get no
+        shard is not started."""
+        samples = self.source.num_samples
+        if samples is None:
+            return self.workers
+        shards = -(-samples // (self.batch_size * SHARD_BATCHES))
+        return max(1, min(self.workers, shards))
 
     def wait_ready(self) -> dict[str, Any]:
         ray = ray_module()
