@@ -48,8 +48,9 @@ def _equal(ray_result, local_result) -> None:
 
 @pytest.mark.parametrize("name", ["binary", "multiclass"])
 def test_the_ray_engine_gives_the_local_engines_audit(models, data_files, name):
-    """The fingerprint's yardsticks, the candidates and the metrics: the data is one shard, so
-    each backend runs on one actor (the second, which would get nothing, is not started)."""
+    """The fingerprint's yardsticks, the candidates and the metrics. The breast-cancer set is
+    one shard, so each backend runs on one actor (a second would get nothing and is not
+    started); the digits are two shards, the second a short one, on two actors."""
     task = "binary" if name == "binary" else "multiclass"
     common = {"task": task, "labels": data_files[name]["labels"], "batch_size": 24}
     backends = ["emulate:fp16", "emulate:bf16", "openvino:cpu"]
@@ -59,7 +60,10 @@ def test_the_ray_engine_gives_the_local_engines_audit(models, data_files, name):
                                 engine="ray", workers=2, **common)
     _equal(sharded, local)
     assert all(b.latency is not None and b.latency.batches > 0 for b in sharded.backends)
-    assert all(b.description["ray"]["actors"] == 1 for b in sharded.candidates)
+    batches = -(-len(np.load(data_files[name]["data"])["x"]) // 24)
+    actors = min(2, -(-batches // 64))
+    assert actors == (1 if name == "binary" else 2)
+    assert all(b.description["ray"]["actors"] == actors for b in sharded.candidates)
 
 
 def test_many_shards_on_two_actors_give_the_local_engines_audit(models, data_files,
@@ -100,3 +104,16 @@ def test_what_the_ray_engine_cannot_shard_is_one_line(models):
     assert outcome.exit_code == 2, outcome.output
     assert "--engine ray: shards the data by batch" in outcome.output
     assert len(outcome.output.strip().splitlines()) == 1
+
+
+def test_a_backend_goes_to_the_nodes_declaring_its_target_or_else_its_runtime():
+    from modelparity.backends import parse_spec
+    from modelparity.execute.ray_engine import route
+
+    declared = {"CPU": 16.0, "coreml": 1.0, "openvino": 1.0, "cuda": 2.0}
+    assert route(parse_spec("ort:coreml?ModelFormat=MLProgram"), declared) == "coreml"
+    assert route(parse_spec("coreml:all"), declared) == "coreml"  # by its runtime
+    assert route(parse_spec("torch:cuda"), declared) == "cuda"
+    assert route(parse_spec("openvino:cpu"), declared) == "openvino"
+    assert route(parse_spec("ort:cpu"), declared) is None  # any node
+    assert route(parse_spec("openvino:cpu"), {"CPU": 16.0}) is None

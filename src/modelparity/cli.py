@@ -179,12 +179,14 @@ EngineOption = Annotated[str | None, typer.Option(
          "actors (a local Ray, or --ray-address), the data sharded across them, for large "
          "evaluations; the results are the same. Default: $MODELPARITY_ENGINE, else local.")]
 
-WorkersOption = Annotated[int, typer.Option(help="--engine ray: actors per backend.")]
+WorkersOption = Annotated[int, typer.Option(
+    help="--engine ray: actors per backend (fewer when the data has fewer shards of 64 "
+         "batches).")]
 
 RayAddressOption = Annotated[str | None, typer.Option(
     help="--engine ray: the Ray cluster to use (ray://host:10001, or auto); a local Ray "
-         "by default. Nodes that declare a backend's target as a resource (cuda, coreml) "
-         "run that backend.")]
+         "by default. Nodes that declare a backend's target or runtime as a resource (cuda, "
+         "coreml, openvino) run that backend.")]
 
 AllowPickleOption = Annotated[bool, typer.Option(
     help="Allow opening a .pt2 model: torch.export.load unpickles parts of the file, which "

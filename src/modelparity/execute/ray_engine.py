@@ -7,8 +7,9 @@ backend once and computes the outputs of the shards it is given (a shard: consec
 read by this process and put in Ray's object store); the shards' outputs come back in order and
 stream into the same sinks, compared row by row against the reference's spool, so every
 accumulator sees the rows in the order the local engine gives them and the results are the
-same. A backend goes to the nodes that declare its target as a Ray resource (`cuda`, `coreml`,
-`gpu`...: `ray start --resources '{"coreml": 1}'` on a Mac) where the cluster has one.
+same. A backend goes to the nodes that declare its target or its runtime as a Ray resource
+(`cuda`, `coreml`, `openvino`...: `ray start --resources '{"coreml": 1}'` on a Mac) where the
+cluster has one (`route`).
 
 Why Ray core's actors and not Ray Data's `map_batches` over an actor pool: the inputs are read
 once, here, in order, by the input sources the local engine uses, so a CSV, a module:function
@@ -197,8 +198,8 @@ class RayWorker:
         # every backend of an audit loads at once, as on the local engine: an actor holds no
         # CPU while it waits, so the pools never wait for each other
         options: dict[str, Any] = {"num_cpus": 0}
-        wanted = self.spec.target.split(":")[0].lower()
-        if wanted in (ray.cluster_resources() or {}):  # a node declared this backend
+        wanted = route(self.spec, ray.cluster_resources() or {})
+        if wanted is not None:  # a node declared this backend
             # a small share: the declaration marks the node, it does not cap the actors on it
             options["resources"] = {wanted: ROUTE_SHARE}
         actor = ray.remote(_Actor).options(**options)
@@ -315,6 +316,16 @@ class RayWorker:
             for actor in self.actors:
                 ray.kill(actor)
             self.actors = []
+
+
+def route(spec: BackendSpec, declared: dict[str, Any]) -> str | None:
+    """The Ray resource that marks the nodes for this backend: its target (`cuda` for
+    ort:cuda and torch:cuda, `coreml` for ort:coreml) or else its runtime (`coreml` for
+    coreml:all, `openvino`), where some node declares it; None: any node."""
+    for name in (spec.target.split(":")[0].lower(), spec.runtime.lower()):
+        if name and name in declared:
+            return name
+    return None
 
 
 def _kind(exc: BaseException) -> str:
