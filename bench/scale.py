@@ -10,7 +10,7 @@ backend). Printed per engine: wall time, the largest worker's peak resident memo
 worker process, sampled from /proc; Ray: each actor's own peak), the audit process's peak, and
 then whether flips and error statistics are equal.
 
-    .venv/bin/python bench/scale.py                     # 10M samples, ~10 min on 2 cores
+    .venv/bin/python bench/scale.py                     # 10M samples, about a minute on 2 cores
     .venv/bin/python bench/scale.py --samples 1000000
 """
 
