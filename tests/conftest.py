@@ -24,12 +24,9 @@ ENGINES = ["local", pytest.param("ray", marks=pytest.mark.skipif(
 def ray_running() -> None:
     """One local Ray for the tests that use it, started on first use and left up (an audit that
     finds Ray running uses it and leaves it running); stopped when the session ends."""
-    import ray
+    from modelparity.execute.ray_engine import start_ray
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+    start_ray(None, 2)  # as an audit starts it; a no-op when Ray is up
 
 
 @pytest.fixture(scope="session", autouse=True)

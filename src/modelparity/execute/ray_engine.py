@@ -87,15 +87,9 @@ class ActorFailed(Exception):
 
 
 def _caught(stage: str, exc: BaseException) -> ActorFailed:
-    import traceback
+    from modelparity.execute.worker import what_failed
 
-    from modelparity.backends.options import first_line
-    from modelparity.errors import ModelParityError
-
-    if isinstance(exc, ModelParityError):
-        return ActorFailed(stage, "user", str(exc), traceback.format_exc())
-    return ActorFailed(stage, "exception", f"{type(exc).__name__}: {first_line(exc)}",
-                       traceback.format_exc())
+    return ActorFailed(stage, *what_failed(exc))
 
 
 class _Actor:

@@ -144,11 +144,16 @@ def run_job(job: Job, conn: Connection) -> None:
         description = _describe(backend, job.spec)
         backend.deactivate()
         conn.send(Done(description))
-    except ModelParityError as exc:
-        conn.send(Failed(stage, "user", str(exc), traceback.format_exc()))
-    except BaseException as exc:  # anything else the runtime throws is a finding
-        message = f"{type(exc).__name__}: {first_line(exc)}"
-        conn.send(Failed(stage, "exception", message, traceback.format_exc()))
+    except BaseException as exc:  # anything the runtime throws is a finding
+        conn.send(Failed(stage, *what_failed(exc)))
+
+
+def what_failed(exc: BaseException) -> tuple[str, str, str]:
+    """(kind, message, traceback) of an exception a backend raised, as a failure reports it:
+    the user's mistake in its own words, anything else with its type. Also the Ray engine's."""
+    if isinstance(exc, ModelParityError):
+        return "user", str(exc), traceback.format_exc()
+    return "exception", f"{type(exc).__name__}: {first_line(exc)}", traceback.format_exc()
 
 
 class _State:
